@@ -1,0 +1,204 @@
+"""``rlops`` command line: thin wrappers over the library.
+
+Every deliberate error (bad config, unknown env, tampered artifact, NaN from an
+env) prints one line to stderr and exits with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from rlops.core.errors import RlopsError
+
+EXIT_USAGE = 2
+
+
+def _packaged_config(name: str) -> str:
+    return str(resources.files("rlops") / "configs" / name)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rlops.runtime import load_config, train
+
+    if args.resume is None and args.config is None:
+        raise RlopsError("train: give a CONFIG file, or --resume RUN_DIR to continue a run")
+    if args.resume is not None:
+        if args.set:
+            raise RlopsError("train --resume: --set is not allowed; the run keeps its config.yaml")
+        result = train(resume=args.resume)
+    else:
+        result = train(load_config(args.config, args.set), out_dir=args.out)
+    _print_result(result)
+    return 0
+
+
+def _print_result(result: object) -> None:
+    from rlops.runtime import RunResult
+
+    assert isinstance(result, RunResult)
+    final = result.evaluations[-1] if result.evaluations else None
+    print(f"run directory : {result.run_dir}")
+    print(f"policy        : {result.artifact_path}  ({result.version[:23]}…)")
+    print(f"metrics       : {result.run_dir / 'metrics.jsonl'}")
+    print(f"tensorboard   : tensorboard --logdir {result.run_dir / 'tb'}")
+    print(f"checkpoints   : {result.run_dir / 'checkpoints'}")
+    if final is not None:
+        print(
+            f"final eval    : mean return {final.mean_return:.1f} ± {final.std_return:.1f} "
+            f"after {result.env_steps} env steps"
+        )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rlops.evaluation import evaluate
+
+    report = evaluate(
+        args.artifact,
+        args.env,
+        args.episodes,
+        seed=args.seed,
+        deterministic=not args.stochastic,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(
+            f"{report.env_id}: mean return {report.mean_return:.2f} ± {report.std_return:.2f} "
+            f"(min {report.min_return:.1f}, max {report.max_return:.1f}) over "
+            f"{report.episodes} episodes, mean length {report.mean_length:.1f}; "
+            f"policy {report.policy_version[:23]}…"
+        )
+    return 0
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    from rlops.envs import list_envs
+
+    infos = list_envs()
+    if args.json:
+        print(json.dumps([{"id": i.id, "description": i.description} for i in infos]))
+        return 0
+    width = max(len(i.id) for i in infos)
+    for info in infos:
+        print(f"{info.id:<{width}}  {info.description}")
+    print(f"{'gym:<id>':<{width}}  any Gymnasium environment id, e.g. gym:CartPole-v1")
+    return 0
+
+
+def _cmd_check_env(args: argparse.Namespace) -> int:
+    from rlops.envs import check_vector_env, make_vec
+
+    env = make_vec(args.env, args.num_envs)
+    try:
+        check_vector_env(env, steps=args.steps, seed=args.seed)
+    finally:
+        env.close()
+    print(f"{args.env}: ok ({args.steps} steps x {args.num_envs} envs)")
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from rlops.evaluation import evaluate
+    from rlops.runtime import load_config, train
+
+    overrides = [f"total_steps={args.steps}"] if args.steps else []
+    config = load_config(_packaged_config("cartpole_ppo.yaml"), overrides)
+    print(
+        f"rlops quickstart: PPO on {config.env.id}, "
+        f"{config.total_steps} env steps, seed {config.seed}"
+    )
+    result = train(config, out_dir=args.out)
+    report = evaluate(str(result.artifact_path), config.env.id, 20, seed=12345)
+    print()
+    _print_result(result)
+    print(
+        f"held-out eval : mean return {report.mean_return:.1f} over 20 new episodes "
+        f"(CartPole-v1 is solved at 475)"
+    )
+    print()
+    print("next steps:")
+    print(f"  rlops eval {result.artifact_path} --env {config.env.id} --episodes 20")
+    print(
+        '  python -c "import rlops; p = rlops.load_policy('
+        f"'{result.artifact_path}'); print(p.act([0.0, 0.0, 0.0, 0.0]))\""
+    )
+    print(f"  tensorboard --logdir {result.run_dir / 'tb'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rlops`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="rlops",
+        description="Train, evaluate and ship reinforcement-learning policies.",
+    )
+    from rlops import __version__
+
+    parser.add_argument("--version", action="version", version=f"rlops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a policy from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config file (e.g. configs/cartpole_ppo.yaml)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set algo.lr=3e-4 (repeatable)",
+    )
+    p.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a policy artifact on an environment")
+    p.add_argument("artifact", help="policy artifact directory")
+    p.add_argument("--env", required=True, help="environment id (see `rlops envs`)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to run (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="reset seed (default 0)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("envs", help="list environment ids")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_envs)
+
+    p = sub.add_parser("check-env", help="validate an environment (spaces, dtypes, NaN/Inf)")
+    p.add_argument("env", help="environment id")
+    p.add_argument("--num-envs", type=int, default=4)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_check_env)
+
+    p = sub.add_parser("quickstart", help="train, evaluate and save a CartPole policy (the demo)")
+    p.add_argument("--out", help="run directory (default runs/cartpole-ppo-<timestamp>)")
+    p.add_argument("--steps", type=int, help="env steps (default from the packaged config)")
+    p.set_defaults(func=_cmd_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except RlopsError as exc:
+        print(f"rlops: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        run_hint = ""
+        if getattr(args, "out", None):
+            run_hint = f"; continue with: rlops train --resume {Path(args.out)}"
+        print(f"rlops: interrupted{run_hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

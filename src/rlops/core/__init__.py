@@ -1,0 +1,24 @@
+"""Interfaces, typed batches and errors shared by every rlops layer."""
+
+from rlops.core.batch import Rollout
+from rlops.core.errors import (
+    ArtifactError,
+    CheckpointError,
+    ConfigError,
+    EnvError,
+    RlopsError,
+)
+from rlops.core.interfaces import Actor, Learner, Saveable, VariableSource
+
+__all__ = [
+    "Actor",
+    "ArtifactError",
+    "CheckpointError",
+    "ConfigError",
+    "EnvError",
+    "Learner",
+    "RlopsError",
+    "Rollout",
+    "Saveable",
+    "VariableSource",
+]

@@ -1,0 +1,29 @@
+"""The rlops exception hierarchy.
+
+Every error rlops raises on purpose derives from :class:`RlopsError`; the CLI
+prints its message on one line and exits with code 2, never a traceback.
+Messages name the offending field and what is allowed, so the user knows what
+to change.
+"""
+
+from __future__ import annotations
+
+
+class RlopsError(Exception):
+    """Base class of every error rlops raises on purpose."""
+
+
+class ConfigError(RlopsError, ValueError):
+    """A configuration key or value is unknown or out of range."""
+
+
+class EnvError(RlopsError):
+    """An environment is unknown, malformed, or produced invalid data (NaN/Inf)."""
+
+
+class ArtifactError(RlopsError):
+    """A policy artifact is missing, of an unsupported format, or tampered with."""
+
+
+class CheckpointError(RlopsError):
+    """No complete checkpoint could be found or a checkpoint failed its checksum."""

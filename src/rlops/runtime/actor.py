@@ -1,0 +1,148 @@
+"""The on-policy actor: steps a vector env with numpy inference, returns Rollouts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from rlops.artifacts import NetworkSpec, NumpyActorCritic
+from rlops.core.batch import Rollout
+from rlops.envs import VectorEnv, assert_finite_obs, final_observations
+from rlops.observability import PhaseTimer
+
+
+class RolloutActor:
+    """Collects ``n_steps`` x ``num_envs`` fragments with the newest weights.
+
+    Truncated episodes are bootstrapped here, where the final observation is at
+    hand: ``r += gamma * V(final_obs)`` (Pardo et al. 2018); terminated ones are not.
+
+    Args:
+        env: the (wrapped) same-step-autoreset vector env.
+        spec: network shape of the weights :meth:`update` receives.
+        n_steps: fragment length ``T``.
+        gamma: discount for the truncation bootstrap.
+        seed: seeds action sampling.
+        timer: phase timer (``env`` and ``forward`` phases).
+    """
+
+    def __init__(
+        self,
+        env: VectorEnv,
+        spec: NetworkSpec,
+        n_steps: int,
+        gamma: float,
+        seed: int,
+        timer: PhaseTimer,
+    ) -> None:
+        self.env = env
+        self.spec = spec
+        self.n_steps = n_steps
+        self.gamma = gamma
+        self.timer = timer
+        self.rng = np.random.default_rng(seed)
+        self.net: NumpyActorCritic | None = None
+        self.version = 0
+        self.steps = 0
+        n = env.num_envs
+        act_space = env.single_action_space
+        self._box = act_space if isinstance(act_space, spaces.Box) else None
+        # Discrete(n, start=s): the network indexes 0..n-1, the env expects s..s+n-1.
+        self._start = int(act_space.start) if isinstance(act_space, spaces.Discrete) else 0
+        act_shape: tuple[int, ...] = () if self._box is None else (spec.act_dim,)
+        act_dtype = np.int64 if self._box is None else np.float32
+        self._obs = np.zeros((n_steps, n, spec.obs_dim), dtype=np.float32)
+        self._actions = np.zeros((n_steps, n, *act_shape), dtype=act_dtype)
+        self._logp = np.zeros((n_steps, n), dtype=np.float32)
+        self._values = np.zeros((n_steps, n), dtype=np.float32)
+        self._rewards = np.zeros((n_steps, n), dtype=np.float32)
+        self._dones = np.zeros((n_steps, n), dtype=np.float32)
+        self.obs: np.ndarray | None = None
+
+    def reset(self, seed: int) -> None:
+        """Reset the envs with ``seed``; the first fragment starts from there."""
+        obs, _ = self.env.reset(seed=seed)
+        assert_finite_obs(obs, 0)
+        self.obs = np.asarray(obs, dtype=np.float32).reshape(self.env.num_envs, -1)
+
+    def update(self, version: int, variables: Mapping[str, np.ndarray]) -> None:
+        """Install weights ``variables`` published as ``version``."""
+        self.net = NumpyActorCritic(self.spec, variables)
+        self.version = version
+
+    def collect(self) -> Rollout:
+        """Step every sub-env ``n_steps`` times and return the fragment.
+
+        Raises:
+            EnvError: if an env returns a non-finite observation (names env index and step).
+        """
+        net, obs = self.net, self.obs
+        if net is None or obs is None:
+            raise RuntimeError("RolloutActor: call reset() and update() before collect()")
+        env, timer, n = self.env, self.timer, self.env.num_envs
+        for t in range(self.n_steps):
+            timer.start("forward")
+            actions, logp = net.sample(obs, self.rng)
+            values = net.value(obs)
+            timer.stop("forward")
+            if self._box is None:
+                env_actions = actions + self._start if self._start else actions
+            else:
+                env_actions = np.clip(actions, self._box.low, self._box.high)
+
+            timer.start("env")
+            next_obs, rewards, terminated, truncated, info = env.step(env_actions)
+            timer.stop("env")
+            self.steps += n
+            step = self.steps // n  # per-sub-env step count, as users count steps
+            assert_finite_obs(next_obs, step)
+            rewards = np.asarray(rewards, dtype=np.float32)
+            assert_finite_obs(rewards, step, name="reward")
+            bootstrap = np.logical_and(truncated, np.logical_not(terminated))
+            if bootstrap.any():
+                idx = np.flatnonzero(bootstrap)
+                final = final_observations(info, idx).astype(np.float32).reshape(len(idx), -1)
+                assert_finite_obs(final, step, name="final observation")
+                timer.start("forward")
+                rewards = rewards.copy()
+                rewards[idx] += self.gamma * net.value(final)
+                timer.stop("forward")
+            self._obs[t] = obs
+            self._actions[t] = actions
+            self._logp[t] = logp
+            self._values[t] = values
+            self._rewards[t] = rewards
+            self._dones[t] = np.logical_or(terminated, truncated)
+            obs = np.asarray(next_obs, dtype=np.float32).reshape(n, -1)
+        self.obs = obs
+        timer.start("forward")
+        last_values = net.value(obs)
+        timer.stop("forward")
+        return Rollout(
+            observations=self._obs.copy(),
+            actions=self._actions.copy(),
+            log_probs=self._logp.copy(),
+            values=self._values.copy(),
+            rewards=self._rewards.copy(),
+            dones=self._dones.copy(),
+            last_values=last_values.astype(np.float32),
+            policy_version=self.version,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Sampling RNG, current observation and step count (env state is saved separately)."""
+        return {
+            "rng": self.rng.bit_generator.state,
+            "obs": None if self.obs is None else self.obs.copy(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.rng.bit_generator.state = state["rng"]
+        if state.get("obs") is not None:
+            self.obs = np.asarray(state["obs"], dtype=np.float32)
+        self.steps = int(state["steps"])

@@ -1,0 +1,443 @@
+"""The training loop on the inline backend: the deterministic reference.
+
+One iteration is the actor-learner loop of :mod:`rlops.core.interfaces`::
+
+    actor.update(*learner.get_variables())
+    batch = actor.collect()
+    metrics = learner.step(batch)
+
+plus logging, periodic evaluation, atomic checkpoints and, at the end, the
+policy artifact. Same seed and config give the same final weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from rlops.algos.ppo import PPOLearner
+from rlops.artifacts import NetworkSpec, Policy, build_manifest, save_policy
+from rlops.core.config import load_yaml
+from rlops.core.errors import ConfigError, EnvError
+from rlops.envs import (
+    EpisodeStatistics,
+    NormalizeObservation,
+    ScaleReward,
+    VectorEnv,
+    make_vec,
+    run_episodes,
+)
+from rlops.observability import (
+    ConsoleSink,
+    JsonlSink,
+    MetricSink,
+    MultiLogger,
+    PhaseTimer,
+    TensorBoardSink,
+)
+from rlops.runtime.actor import RolloutActor
+from rlops.runtime.checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
+from rlops.runtime.config import ExperimentConfig, config_from_dict
+
+ARTIFACT_DIR = "artifact"
+
+
+@dataclass
+class Evaluation:
+    """One evaluation during training.
+
+    Attributes:
+        env_steps: training env steps when it ran.
+        train_time_s: training wall time so far, evaluation time excluded.
+        mean_return: mean undiscounted return over the evaluation episodes.
+        std_return: standard deviation of those returns.
+    """
+
+    env_steps: int
+    train_time_s: float
+    mean_return: float
+    std_return: float
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: the run directory (config.yaml, metrics.jsonl, checkpoints/, artifact/).
+        artifact_path: the policy artifact directory.
+        version: the artifact's content hash (its version id).
+        env_steps: environment steps trained.
+        evaluations: evaluation history, the final one last.
+        metrics: the last logged metrics.
+        weights_hash: sha256 of the final network weights (determinism checks).
+    """
+
+    run_dir: Path
+    artifact_path: Path
+    version: str
+    env_steps: int
+    evaluations: list[Evaluation] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    weights_hash: str = ""
+
+    @property
+    def final_return(self) -> float:
+        """Mean return of the final evaluation."""
+        return self.evaluations[-1].mean_return if self.evaluations else float("nan")
+
+
+def _network_spec(env: VectorEnv, config: ExperimentConfig) -> NetworkSpec:
+    obs_space, act_space = env.single_observation_space, env.single_action_space
+    if not isinstance(obs_space, spaces.Box):
+        raise EnvError(
+            f"env {config.env.id!r}: observation space {obs_space} is not supported; "
+            "rlops PPO needs a Box observation space"
+        )
+    if isinstance(act_space, spaces.Discrete):
+        head, act_dim = "categorical", int(act_space.n)
+    elif isinstance(act_space, spaces.Box) and len(act_space.shape) == 1:
+        head, act_dim = "gaussian", int(act_space.shape[0])
+    else:
+        raise EnvError(
+            f"env {config.env.id!r}: action space {act_space} is not supported; "
+            "use Discrete or a 1-D Box"
+        )
+    return NetworkSpec(
+        obs_dim=int(np.prod(obs_space.shape)),
+        act_dim=act_dim,
+        hidden_sizes=config.algo.hidden_sizes,
+        activation=config.algo.activation,
+        head=head,  # type: ignore[arg-type]
+    )
+
+
+def weights_hash(tensors: Mapping[str, np.ndarray]) -> str:
+    """sha256 over sorted tensor names and bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(tensors[name]).tobytes())
+    return h.hexdigest()
+
+
+# -- checkpoint state: arrays go to safetensors, everything else to JSON ------------
+def _split(prefix: str, value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, np.ndarray):
+        tensors[prefix] = torch.from_numpy(np.ascontiguousarray(value).copy())
+        return {"__tensor__": prefix}
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value.detach().clone().contiguous()
+        return {"__tensor__": prefix}
+    if isinstance(value, Mapping):
+        return {str(k): _split(f"{prefix}/{k}", v, tensors) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_split(f"{prefix}/{i}", v, tensors) for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _join(value: Any, tensors: Mapping[str, torch.Tensor], as_numpy: bool = True) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__tensor__"}:
+            t = tensors[value["__tensor__"]]
+            return t.numpy() if as_numpy else t
+        return {k: _join(v, tensors, as_numpy) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join(v, tensors, as_numpy) for v in value]
+    return value
+
+
+class _Run:
+    """The pieces of one training run, built from a config."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        cfg = config
+        torch.set_num_threads(cfg.runtime.torch_threads)
+        self.base_env = make_vec(cfg.env.id, cfg.env.num_envs, **cfg.env.kwargs)
+        self.stats = EpisodeStatistics(self.base_env)
+        env: VectorEnv = self.stats
+        self.obs_norm: NormalizeObservation | None = None
+        self.reward_scale: ScaleReward | None = None
+        if cfg.env.normalize_obs:
+            self.obs_norm = NormalizeObservation(env)
+            env = self.obs_norm
+        if cfg.env.scale_reward:
+            self.reward_scale = ScaleReward(env, gamma=cfg.algo.gamma)
+            env = self.reward_scale
+        self.env = env
+        self.spec = _network_spec(self.base_env, cfg)
+        self.timer = PhaseTimer()
+        self.learner = PPOLearner(cfg.algo, self.spec, cfg.total_steps, cfg.seed)
+        self.actor = RolloutActor(
+            env, self.spec, cfg.algo.n_steps, cfg.algo.gamma, cfg.seed + 1, self.timer
+        )
+        self.env_steps = 0
+        self.train_time_s = 0.0
+        self.evaluations: list[Evaluation] = []
+        self.last_metrics: dict[str, float] = {}
+
+    def policy(self) -> Policy:
+        """The current policy as the artifact would load it (in memory)."""
+        _, tensors = self.learner.get_variables()
+        manifest = build_manifest(
+            observation_space=self.base_env.single_observation_space,
+            action_space=self.base_env.single_action_space,
+            network=self.spec,
+            obs_norm=None if self.obs_norm is None else self.obs_norm.export(),
+        )
+        return Policy(manifest, tensors, seed=self.config.seed)
+
+    def evaluate(self) -> Evaluation:
+        cfg = self.config.eval
+        policy = self.policy()
+        env = make_vec(
+            self.config.env.id, min(cfg.num_envs, cfg.episodes), **self.config.env.kwargs
+        )
+        try:
+            result = run_episodes(
+                env,
+                lambda obs: policy.act(obs, deterministic=cfg.deterministic)[0],
+                cfg.episodes,
+                seed=self.config.seed + 1_000_003,
+            )
+        finally:
+            env.close()
+        evaluation = Evaluation(
+            self.env_steps, self.train_time_s, result.mean_return, result.std_return
+        )
+        self.evaluations.append(evaluation)
+        return evaluation
+
+    # -- checkpoints ----------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        tensors: dict[str, torch.Tensor] = {}
+        learner_state = self.learner.state_dict()
+        state: dict[str, Any] = {
+            "env_steps": self.env_steps,
+            "train_time_s": self.train_time_s,
+            "evaluations": [e.__dict__ for e in self.evaluations],
+            "learner_meta": learner_state["meta"],
+            "learner": _split("learner", learner_state["tensors"], tensors),
+            "actor": _split("actor", self.actor.state_dict(), tensors),
+            "stats": _split("stats", self.stats.state_dict(), tensors),
+        }
+        if self.obs_norm is not None:
+            state["obs_norm"] = _split("obs_norm", self.obs_norm.state_dict(), tensors)
+        if self.reward_scale is not None:
+            state["reward_scale"] = _split("reward_scale", self.reward_scale.state_dict(), tensors)
+        env_state = getattr(self.base_env, "state_dict", None)
+        if callable(env_state):
+            state["env"] = _split("env", env_state(), tensors)
+        return save_checkpoint(
+            self.run_dir, self.env_steps, tensors, state, keep=self.config.runtime.keep_checkpoints
+        )
+
+    def restore(self) -> int:
+        ckpt = load_latest_checkpoint(self.run_dir)
+        state, tensors = ckpt.meta, ckpt.tensors
+        state = state.get("meta", state)
+        self.learner.load_state_dict(
+            {
+                "tensors": _join(state["learner"], tensors, as_numpy=False),
+                "meta": state["learner_meta"],
+            }
+        )
+        self.stats.load_state_dict(_join(state["stats"], tensors))
+        if self.obs_norm is not None and "obs_norm" in state:
+            self.obs_norm.load_state_dict(_join(state["obs_norm"], tensors))
+        if self.reward_scale is not None and "reward_scale" in state:
+            self.reward_scale.load_state_dict(_join(state["reward_scale"], tensors))
+        load_env = getattr(self.base_env, "load_state_dict", None)
+        if "env" in state and callable(load_env):
+            load_env(_join(state["env"], tensors))
+            self.actor.load_state_dict(_join(state["actor"], tensors))
+        else:
+            # Gymnasium envs cannot restore mid-episode state: start fresh episodes.
+            self.actor.load_state_dict({**_join(state["actor"], tensors), "obs": None})
+            self.actor.reset(seed=self.config.seed + int(state["env_steps"]))
+        self.env_steps = int(state["env_steps"])
+        self.train_time_s = float(state["train_time_s"])
+        self.evaluations = [Evaluation(**e) for e in state["evaluations"]]
+        return ckpt.step
+
+
+def _make_run_dir(config: ExperimentConfig, out_dir: str | os.PathLike[str] | None) -> Path:
+    if out_dir is not None:
+        run_dir = Path(out_dir)
+        if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+            raise ConfigError(
+                f"--out {run_dir}: already holds a run with checkpoints; "
+                f"continue it with --resume {run_dir} or choose another directory"
+            )
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{config.name}-{stamp}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = Path("runs") / f"{config.name}-{stamp}-{suffix}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def train(
+    config: ExperimentConfig | None = None,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    on_metrics: Callable[[int, Mapping[str, float]], None] | None = None,
+) -> RunResult:
+    """Train a policy and write its artifact.
+
+    Args:
+        config: the experiment; ignored when ``resume`` is given (the run's own
+            ``config.yaml`` is used). None means all defaults (PPO on CartPole).
+        out_dir: run directory; default ``runs/<name>-<timestamp>``.
+        resume: a run directory to continue from its last complete checkpoint.
+        on_metrics: called with ``(env_steps, metrics)`` after every logged update.
+
+    Returns:
+        The :class:`RunResult` (artifact path, version, evaluations, metrics).
+
+    Raises:
+        ConfigError: bad config or run directory.
+        EnvError: unknown env id or an env producing NaN/Inf (earlier checkpoints stay intact).
+        CheckpointError: ``resume`` has no valid checkpoint.
+
+    >>> import rlops
+    >>> run = rlops.train(rlops.ExperimentConfig(total_steps=2048))  # doctest: +SKIP
+    >>> rlops.load_policy(run.artifact_path).act(obs)  # doctest: +SKIP
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+        config = config_from_dict(load_yaml(str(run_dir / "config.yaml")))
+    else:
+        config = config or ExperimentConfig()
+        run_dir = _make_run_dir(config, out_dir)
+        atomic_write_bytes(run_dir / "config.yaml", config.to_yaml().encode())
+    run = _Run(config, run_dir)
+    if resume is not None:
+        run.restore()
+    else:
+        run.actor.reset(seed=config.seed)
+
+    sinks: list[MetricSink] = [JsonlSink(run_dir / "metrics.jsonl")]
+    if config.log.tensorboard:
+        sinks.append(TensorBoardSink(run_dir / "tb"))
+    if config.log.progress:
+        sinks.append(
+            ConsoleSink(config.total_steps, description=f"{config.algo.name} {config.env.id}")
+        )
+    logger = MultiLogger(sinks)
+    try:
+        _loop(run, logger, on_metrics)
+        artifact = run_dir / ARTIFACT_DIR
+        _, tensors = run.learner.get_variables()
+        version = save_policy(
+            artifact,
+            tensors=tensors,
+            observation_space=run.base_env.single_observation_space,
+            action_space=run.base_env.single_action_space,
+            network=run.spec,
+            obs_norm=None if run.obs_norm is None else run.obs_norm.export(),
+            extra={
+                "algo": config.algo.name,
+                "env_id": config.env.id,
+                "training": {
+                    "seed": config.seed,
+                    "total_steps": config.total_steps,
+                    "config_sha256": hashlib.sha256(config.to_yaml().encode()).hexdigest(),
+                },
+            },
+        )
+        final = run.evaluations[-1] if run.evaluations else None
+        result = RunResult(
+            run_dir=run_dir,
+            artifact_path=artifact,
+            version=version,
+            env_steps=run.env_steps,
+            evaluations=run.evaluations,
+            metrics=run.last_metrics,
+            weights_hash=weights_hash(tensors),
+        )
+        summary = {
+            "run_dir": str(run_dir),
+            "artifact": str(artifact),
+            "version": version,
+            "env_steps": run.env_steps,
+            "train_time_s": run.train_time_s,
+            "final_eval": None if final is None else final.__dict__,
+            "weights_hash": result.weights_hash,
+        }
+        atomic_write_bytes(
+            run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
+        )
+        return result
+    finally:
+        logger.close()
+        run.env.close()
+
+
+def _loop(
+    run: _Run,
+    logger: MultiLogger,
+    on_metrics: Callable[[int, Mapping[str, float]], None] | None,
+) -> None:
+    cfg = run.config
+    batch_steps = cfg.algo.n_steps * cfg.env.num_envs
+    next_eval = _next_multiple(run.env_steps, cfg.eval.every_steps)
+    next_ckpt = _next_multiple(run.env_steps, cfg.runtime.checkpoint_every)
+    while run.env_steps < cfg.total_steps:
+        started = time.perf_counter()
+        run.actor.update(*run.learner.get_variables())
+        batch = run.actor.collect()
+        run.timer.start("learn")
+        metrics = run.learner.step(batch)
+        run.timer.stop("learn")
+        run.env_steps += batch_steps
+        done = run.env_steps >= cfg.total_steps
+
+        metrics.update(run.timer.report(run.env_steps))
+        ep_returns, ep_lengths = run.stats.pop_episodes()
+        metrics["charts/episodes"] = float(run.stats.episodes)
+        if ep_returns.size:
+            metrics["charts/episode_return"] = float(ep_returns.mean())
+            metrics["charts/episode_length"] = float(ep_lengths.mean())
+        if done or (next_eval is not None and run.env_steps >= next_eval):
+            # Evaluation time is excluded from train_time_s (time-to-threshold numbers).
+            run.train_time_s += time.perf_counter() - started
+            evaluation = run.evaluate()
+            metrics["eval/mean_return"] = evaluation.mean_return
+            metrics["eval/std_return"] = evaluation.std_return
+            next_eval = _next_multiple(run.env_steps, cfg.eval.every_steps)
+            started = time.perf_counter()
+        logger.write(metrics, run.env_steps)
+        run.last_metrics = metrics
+        if on_metrics is not None:
+            on_metrics(run.env_steps, metrics)
+        if done or (next_ckpt is not None and run.env_steps >= next_ckpt):
+            run.save_checkpoint()
+            next_ckpt = _next_multiple(run.env_steps, cfg.runtime.checkpoint_every)
+        run.train_time_s += time.perf_counter() - started
+
+
+def _next_multiple(current: int, every: int) -> int | None:
+    if every <= 0:
+        return None
+    return (current // every + 1) * every

@@ -1,0 +1,38 @@
+"""Learning tests: PPO reaches a return threshold within a step budget (slow tier, run in CI).
+
+Seeds are fixed and stated; the inline backend is deterministic, so a seed
+that passes here passes on every run on the same software stack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlops.runtime import load_config, train
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+QUIET = ["log.tensorboard=false", "log.progress=false", "runtime.checkpoint_every=0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppo_solves_cartpole_within_100k_steps(seed: int, tmp_path: Path) -> None:
+    config = load_config(str(CONFIGS / "cartpole_ppo.yaml"), [f"seed={seed}", *QUIET])
+    assert config.total_steps == 100_000
+    result = train(config, out_dir=tmp_path / "run")
+    returns = [e.mean_return for e in result.evaluations]
+    assert result.env_steps <= 100_000 + config.algo.n_steps * config.env.num_envs
+    assert max(returns) >= 475, returns
+    assert result.final_return >= 475, returns
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppo_beats_minus_250_on_pendulum_within_200k_steps(seed: int, tmp_path: Path) -> None:
+    config = load_config(str(CONFIGS / "pendulum_ppo.yaml"), [f"seed={seed}", *QUIET])
+    assert config.total_steps == 200_000
+    result = train(config, out_dir=tmp_path / "run")
+    returns = [round(e.mean_return, 1) for e in result.evaluations]
+    assert result.final_return > -250, returns
