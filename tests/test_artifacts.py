@@ -454,11 +454,6 @@ def test_loading_never_unpickles(
         policy.act(obs, deterministic=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Policy.act (and RolloutActor) ignore Discrete.start: a Discrete(3, start=-1) "
-    "policy returns actions in {0, 1, 2} instead of {-1, 0, 1}",
-)
 def test_discrete_start_offsets_actions(tmp_path: Path) -> None:
     from rlops.artifacts import NetworkSpec
 
@@ -475,7 +470,11 @@ def test_discrete_start_offsets_actions(tmp_path: Path) -> None:
         action_space=spaces.Discrete(3, start=-1),
         network=spec,
     )
-    policy = load_policy(tmp_path / "p")
+    policy = load_policy(tmp_path / "p", seed=0)
     action, _ = policy.act(np.zeros(2, np.float32), deterministic=True)
-    assert policy.action_space.contains(np.int64(action))
     assert int(action) == -1
+    actions, logp = policy.act(np.zeros((3000, 2), np.float32))
+    assert set(np.unique(actions).tolist()) == {-1, 0, 1}
+    probs = policy.action_distribution(np.zeros(2, np.float32))
+    # Distribution columns are indexed from 0: column k is action start + k.
+    np.testing.assert_allclose(logp, np.log(probs[actions + 1]), rtol=1e-5)

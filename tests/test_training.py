@@ -12,6 +12,7 @@ import math
 import shutil
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
@@ -31,7 +32,7 @@ from rlops.runtime import (
 )
 from rlops.runtime.checkpoint import load_latest_checkpoint
 from rlops.runtime.loop import weights_hash
-from rlops.testing import FaultyVectorEnv, InjectNonFinite
+from rlops.testing import FaultyVectorEnv, InjectNonFinite, TruncateAt
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -298,9 +299,10 @@ def test_resume_of_a_completed_run_changes_nothing(
 
 
 # --- non-finite env output --------------------------------------------------------------------
+# Error messages count steps per sub-env (the n-th step() of each sub-env).
 
 
-def faulty_actor(env: FaultyVectorEnv | InjectNonFinite, n_steps: int = 8) -> RolloutActor:
+def faulty_actor(env: gym.vector.VectorEnv, n_steps: int = 8) -> RolloutActor:
     spec = NetworkSpec(
         obs_dim=3, act_dim=2, hidden_sizes=(8,), activation="tanh", head="categorical"
     )
@@ -312,9 +314,14 @@ def faulty_actor(env: FaultyVectorEnv | InjectNonFinite, n_steps: int = 8) -> Ro
 
 
 def test_actor_refuses_nan_observation_naming_env_and_step() -> None:
-    # NaN in sub-env 1 on the 3rd vector step = env step 3 x 2 sub-envs.
     actor = faulty_actor(FaultyVectorEnv(2, fault="nan", fault_env=1, fault_step=3))
-    with pytest.raises(EnvError, match=r"^observation of env 1 at step 6 contains NaN"):
+    with pytest.raises(EnvError, match=r"^observation of env 1 at step 3 contains NaN"):
+        actor.collect()
+
+
+def test_actor_refuses_inf_observation() -> None:
+    actor = faulty_actor(FaultyVectorEnv(3, fault="inf", fault_env=2, fault_step=5))
+    with pytest.raises(EnvError, match=r"^observation of env 2 at step 5 contains \+Inf"):
         actor.collect()
 
 
@@ -322,9 +329,42 @@ def test_actor_collects_a_clean_fake_env() -> None:
     rollout = faulty_actor(FaultyVectorEnv(2, episode_length=5), n_steps=10).collect()
     assert rollout.rewards.shape == (10, 2)
     assert np.isfinite(rollout.rewards).all()
-    # Truncation after 5 steps: bootstrapped, so the reward there exceeds 1.
-    assert (rollout.rewards[4] > 1.0).all() and (rollout.rewards[:4] == 1.0).all()
+    # Truncation after 5 steps is bootstrapped: the reward there is 1 + gamma * V(final).
+    assert (rollout.rewards[4] != 1.0).all() and (rollout.rewards[:4] == 1.0).all()
     np.testing.assert_array_equal(rollout.dones[:, 0], [0, 0, 0, 0, 1, 0, 0, 0, 0, 1])
+
+
+def test_actor_refuses_nan_reward() -> None:
+    env = InjectNonFinite(FaultyVectorEnv(2), where="reward", step=2, env_index=1)
+    with pytest.raises(EnvError, match=r"^reward of env 1 at step 2 contains NaN"):
+        faulty_actor(env).collect()
+    assert env.injected
+
+
+def test_actor_refuses_nan_final_obs_of_truncated_episode() -> None:
+    # All sub-envs truncate together at step 5; sub-env 0's final observation is NaN.
+    env = InjectNonFinite(FaultyVectorEnv(2, episode_length=5), where="final_obs", step=1)
+    with pytest.raises(EnvError, match=r"^final observation of env 0 at step 5 contains NaN"):
+        faulty_actor(env).collect()
+    assert env.injected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: RolloutActor.collect checks final observations as the [k] subset of "
+    "bootstrapped sub-envs, so the message names the position in that subset (env 0) "
+    "instead of the sub-env (env 2)",
+)
+def test_nan_final_obs_message_names_the_right_sub_env() -> None:
+    env = InjectNonFinite(
+        TruncateAt(FaultyVectorEnv(3, episode_length=1000), env_index=2, step=3),
+        where="final_obs",
+        env_index=2,
+    )
+    with pytest.raises(EnvError) as info:
+        faulty_actor(env).collect()
+    assert str(info.value).startswith("final observation of env 2 at step 3 contains NaN")
 
 
 def test_train_stops_on_nan_and_keeps_checkpoints(tmp_path: Path) -> None:
@@ -338,43 +378,9 @@ def test_train_stops_on_nan_and_keeps_checkpoints(tmp_path: Path) -> None:
         "total_steps=2000",
         "runtime.checkpoint_every=64",
     )
-    with pytest.raises(EnvError, match="at step 400 contains NaN"):
+    # Every sub-env's 100th step returns NaN: inside the 7th update (env steps 385..448).
+    with pytest.raises(EnvError, match="at step 100 contains NaN"):
         train(cfg, out_dir=tmp_path / "run")
     assert checkpoint_steps(tmp_path / "run") == [256, 320, 384]
     assert load_latest_checkpoint(tmp_path / "run").step == 384
     assert not (tmp_path / "run" / "artifact").exists()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: RolloutActor.collect checks only the returned observations; a NaN in "
-    "info['final_obs'] of a truncated episode goes into the value bootstrap and makes "
-    "the reward NaN, and training then silently produces all-NaN weights",
-)
-def test_actor_refuses_nan_final_obs_of_truncated_episode() -> None:
-    env = InjectNonFinite(FaultyVectorEnv(2, episode_length=5), where="final_obs", step=1)
-    actor = faulty_actor(env)
-    try:
-        rollout = actor.collect()
-    except EnvError:
-        return
-    assert env.injected
-    raise AssertionError(f"no EnvError; rewards at truncation: {rollout.rewards[4].tolist()}")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: RolloutActor.collect does not check rewards; a NaN reward flows into "
-    "GAE and training silently produces all-NaN weights",
-)
-def test_actor_refuses_nan_reward() -> None:
-    env = InjectNonFinite(FaultyVectorEnv(2), where="reward", step=2, env_index=1)
-    actor = faulty_actor(env)
-    try:
-        rollout = actor.collect()
-    except EnvError:
-        return
-    assert env.injected
-    raise AssertionError(f"no EnvError; rewards: {rollout.rewards[1].tolist()}")

@@ -10,6 +10,7 @@
   guards.
 * :class:`InjectNonFinite`: a wrapper that puts NaN/Inf into a reward or a
   ``final_obs`` entry (outputs the observation checks do not see).
+* :class:`TruncateAt`: a wrapper that truncates one chosen sub-env at one step.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["NAN_CARTPOLE_ID", "Fault", "FaultyVectorEnv", "InjectNonFinite", "NaNCartPole", "Where"]
+__all__ = [
+    "NAN_CARTPOLE_ID",
+    "Fault",
+    "FaultyVectorEnv",
+    "InjectNonFinite",
+    "NaNCartPole",
+    "TruncateAt",
+    "Where",
+]
 
 NAN_CARTPOLE_ID = "NaNCartPole-v0"
 """Gymnasium id of :class:`NaNCartPole` (use ``gym:rlops.testing:NaNCartPole-v0``)."""
@@ -254,4 +263,46 @@ class InjectNonFinite(gym.vector.VectorWrapper):
                 final[i].flat[0] = self.value
             info = {**info, "final_obs": final}
             self.injected = True
+        return obs, rewards, terminations, truncations, info
+
+
+class TruncateAt(gym.vector.VectorWrapper):
+    """Truncate one sub-env's episode at one step, leaving the others running.
+
+    On the ``step``-th ``step()`` call, sub-env ``env_index`` reports
+    ``truncated=True`` with ``info["final_obs"]`` (its observation, as an
+    ``[N, ...]`` array) and ``info["_final_obs"]`` (True only for it); the
+    returned observation is unchanged (a stand-in for the next episode's first).
+    With :class:`InjectNonFinite` on top it puts a NaN into a final observation
+    of a sub-env other than the first.
+
+    Args:
+        env: a same-step-autoreset vector env whose episodes do not end at ``step``.
+        env_index: the sub-env to truncate.
+        step: 1-based ``step()`` call at which to truncate it.
+
+    >>> env = TruncateAt(FaultyVectorEnv(3, episode_length=100), env_index=2, step=1)
+    >>> _ = env.reset(seed=0)
+    >>> env.step(np.zeros(3, np.int64))[3].tolist()
+    [False, False, True]
+    """
+
+    def __init__(
+        self, env: gym.vector.VectorEnv[Any, Any, Any], *, env_index: int, step: int
+    ) -> None:
+        super().__init__(env)
+        self.env_index = env_index
+        self.at_step = step
+        self._steps = 0
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Step the wrapped env; truncate ``env_index`` on the chosen call."""
+        obs, rewards, terminations, truncations, info = self.env.step(actions)
+        self._steps += 1
+        if self._steps == self.at_step:
+            truncations = np.array(truncations, dtype=np.bool_, copy=True)
+            truncations[self.env_index] = True
+            mask = np.zeros(self.num_envs, dtype=np.bool_)
+            mask[self.env_index] = True
+            info = {**info, "final_obs": np.array(obs, copy=True), "_final_obs": mask}
         return obs, rewards, terminations, truncations, info
