@@ -274,12 +274,6 @@ def test_nan_keeps_earlier_checkpoints_intact(
     assert not (run_dir / "summary.json").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: evaluation (rlops.envs.run_episodes, used by `rlops eval`, rlops.evaluate "
-    "and the in-training evaluation) never checks observations, so NaN from an env is "
-    "acted on silently and `rlops eval` exits 0 with a made-up return",
-)
 def test_eval_on_an_env_producing_nan_fails(
     trained: tuple[subprocess.CompletedProcess[str], Path], workdir: Path
 ) -> None:

@@ -75,15 +75,16 @@ def test_hand_gradients_match_autograd(
 
     # Fast path: analytic output gradients + hand-written backward.
     net.zero_grad()
-    out, values2, cache = net.forward_cached(d["obs"])
-    grads = ppo_loss_grads(
-        policy_out=out,
-        values=values2,
-        actions=d["actions"],
-        log_std=None if head == "categorical" else net.log_std.detach(),
-        **kwargs,
-    )
-    net.backward(cache, grads.policy_out, grads.values, grads.log_std)
+    with torch.no_grad():
+        out, values2, cache = net.forward_cached(d["obs"])
+        grads = ppo_loss_grads(
+            policy_out=out,
+            values=values2,
+            actions=d["actions"],
+            log_std=None if head == "categorical" else net.log_std,
+            **kwargs,
+        )
+        net.backward(cache, grads.policy_out, grads.values, grads.log_std)
 
     clipped = ((new_logp - old_logp).exp() - 1).abs() > 0.2
     assert 0 < int(clipped.sum()) < 64, "test data should exercise both clip branches"
@@ -177,3 +178,16 @@ def test_target_kl_stops_epochs_early() -> None:
 
     # The strict learner stopped after its first minibatch: it moved, but far less.
     assert 0 < distance(strict.get_variables()[1]) < distance(loose.get_variables()[1]) / 5
+
+
+@pytest.mark.parametrize("head", ["categorical", "gaussian"])
+def test_fused_acting_pass_equals_separate_heads(head: str) -> None:
+    spec = _spec(head)
+    torch.manual_seed(5)
+    net = NumpyActorCritic(spec, ActorCritic(spec, PPOConfig()).numpy_tensors())
+    obs = np.random.default_rng(0).normal(size=(16, spec.obs_dim)).astype(np.float32)
+    a1, lp1, v1 = net.sample_with_value(obs, np.random.default_rng(7))
+    a2, lp2 = net.sample(obs, np.random.default_rng(7))
+    np.testing.assert_allclose(a1, a2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lp1, lp2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v1, net.value(obs), rtol=1e-5, atol=1e-5)

@@ -23,16 +23,20 @@ def _packaged_config(name: str) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rlops.runtime import load_config, train
+    from rlops.runtime.config import load_config
 
     if args.resume is None and args.config is None:
         raise RlopsError("train: give a CONFIG file, or --resume RUN_DIR to continue a run")
-    if args.resume is not None:
-        if args.set:
-            raise RlopsError("train --resume: --set is not allowed; the run keeps its config.yaml")
+    if args.resume is not None and args.set:
+        raise RlopsError("train --resume: --set is not allowed; the run keeps its config.yaml")
+    # Validate the config before importing torch: a typo fails in a fraction of a second.
+    config = None if args.resume is not None else load_config(args.config, args.set)
+    from rlops.runtime.loop import train
+
+    if config is None:
         result = train(resume=args.resume)
     else:
-        result = train(load_config(args.config, args.set), out_dir=args.out)
+        result = train(config, out_dir=args.out)
     _print_result(result)
     return 0
 

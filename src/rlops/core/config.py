@@ -240,7 +240,7 @@ _Loader.add_implicit_resolver(
 
 def parse_yaml(text: str) -> Any:
     """Parse YAML text with the config loader (``3e-4`` is a float)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -251,7 +251,7 @@ def load_yaml(path: str) -> dict[str, Any]:
     """
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.load(fh, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            data = yaml.load(fh, Loader=_Loader)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as exc:

@@ -23,7 +23,13 @@ from rlops.core.errors import EnvError
 __all__ = ["assert_finite_obs", "check_vector_env"]
 
 
-def assert_finite_obs(obs: npt.NDArray[Any], step: int | str, *, name: str = "observation") -> None:
+def assert_finite_obs(
+    obs: npt.NDArray[Any],
+    step: int | str,
+    *,
+    name: str = "observation",
+    env_ids: npt.NDArray[np.integer[Any]] | None = None,
+) -> None:
     """Raise if a batch of observations ``[N, ...]`` contains NaN or Inf.
 
     Costs one ``np.isfinite(obs).all()`` when the batch is clean; the offending
@@ -33,6 +39,8 @@ def assert_finite_obs(obs: npt.NDArray[Any], step: int | str, *, name: str = "ob
         obs: batched observations, leading axis = sub-env.
         step: the step number (or a label such as ``"reset"``) for the message.
         name: what ``obs`` is, for the message (e.g. ``"final observation"``).
+        env_ids: sub-env index of each row when ``obs`` holds a subset of the
+            sub-envs (e.g. only those whose episode ended); default ``0..N-1``.
 
     Raises:
         EnvError: naming the first sub-env whose observation is not finite.
@@ -48,8 +56,9 @@ def assert_finite_obs(obs: npt.NDArray[Any], step: int | str, *, name: str = "ob
     if np.isfinite(obs).all():
         return
     finite = np.isfinite(obs).reshape(obs.shape[0], -1).all(axis=1)
-    env = int(np.flatnonzero(~finite)[0])
-    row = np.asarray(obs[env])
+    position = int(np.flatnonzero(~finite)[0])
+    env = position if env_ids is None else int(env_ids[position])
+    row = np.asarray(obs[position])
     if np.isnan(row).any():
         what = "NaN"
     elif (row == np.inf).any():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlops.envs.base import VectorEnv
+from rlops.envs.checker import assert_finite_obs
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def run_episodes(
         The :class:`EpisodeResults`, in completion order.
 
     Raises:
+        EnvError: if the env returns a non-finite observation or reward.
         RuntimeError: if ``max_steps`` vector steps pass before the quota is met.
     """
     n = env.num_envs
@@ -67,10 +69,13 @@ def run_episodes(
     returns: list[float] = []
     lengths: list[int] = []
     obs, _ = env.reset(seed=seed)
-    for _ in range(max_steps):
+    assert_finite_obs(np.asarray(obs), 0)
+    for step in range(1, max_steps + 1):
         if (done_count >= quota).all():
             return EpisodeResults(np.asarray(returns), np.asarray(lengths, dtype=np.int64))
         obs, rewards, terminations, truncations, _ = env.step(act(obs))
+        assert_finite_obs(np.asarray(obs), step)
+        assert_finite_obs(np.asarray(rewards), step, name="reward")
         running += rewards
         length += 1
         for i in np.flatnonzero(np.logical_or(terminations, truncations)):

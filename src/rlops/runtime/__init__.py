@@ -1,16 +1,50 @@
-"""The actor-learner runtime: training loop, actors, checkpoints (inline backend)."""
+"""The actor-learner runtime: training loop, actors, checkpoints (inline backend).
 
-from rlops.runtime.actor import RolloutActor
-from rlops.runtime.config import (
-    EnvConfig,
-    EvalConfig,
-    ExperimentConfig,
-    LogConfig,
-    RuntimeConfig,
-    config_from_dict,
-    load_config,
-)
-from rlops.runtime.loop import Evaluation, RunResult, train
+Submodules load on first use so that reading and validating a config
+(:mod:`rlops.runtime.config`) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "EnvConfig": "rlops.runtime.config",
+    "EvalConfig": "rlops.runtime.config",
+    "ExperimentConfig": "rlops.runtime.config",
+    "LogConfig": "rlops.runtime.config",
+    "RuntimeConfig": "rlops.runtime.config",
+    "config_from_dict": "rlops.runtime.config",
+    "load_config": "rlops.runtime.config",
+    "RolloutActor": "rlops.runtime.actor",
+    "Evaluation": "rlops.runtime.loop",
+    "RunResult": "rlops.runtime.loop",
+    "train": "rlops.runtime.loop",
+}
+
+if TYPE_CHECKING:
+    from rlops.runtime.actor import RolloutActor
+    from rlops.runtime.config import (
+        EnvConfig,
+        EvalConfig,
+        ExperimentConfig,
+        LogConfig,
+        RuntimeConfig,
+        config_from_dict,
+        load_config,
+    )
+    from rlops.runtime.loop import Evaluation, RunResult, train
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlops.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "EnvConfig",

@@ -85,8 +85,7 @@ class RolloutActor:
         env, timer, n = self.env, self.timer, self.env.num_envs
         for t in range(self.n_steps):
             timer.start("forward")
-            actions, logp = net.sample(obs, self.rng)
-            values = net.value(obs)
+            actions, logp, values = net.sample_with_value(obs, self.rng)
             timer.stop("forward")
             if self._box is None:
                 env_actions = actions + self._start if self._start else actions
@@ -105,7 +104,7 @@ class RolloutActor:
             if bootstrap.any():
                 idx = np.flatnonzero(bootstrap)
                 final = final_observations(info, idx).astype(np.float32).reshape(len(idx), -1)
-                assert_finite_obs(final, step, name="final observation")
+                assert_finite_obs(final, step, name="final observation", env_ids=idx)
                 timer.start("forward")
                 rewards = rewards.copy()
                 rewards[idx] += self.gamma * net.value(final)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from rlops.algos.ppo import PPOConfig
+from rlops.algos.ppo.config import PPOConfig
 from rlops.core.config import apply_overrides, check, from_mapping, load_yaml, to_mapping
 from rlops.core.errors import ConfigError
 

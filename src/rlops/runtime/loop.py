@@ -333,7 +333,8 @@ def train(
         atomic_write_bytes(run_dir / "config.yaml", config.to_yaml().encode())
     run = _Run(config, run_dir)
     if resume is not None:
-        run.restore()
+        step = run.restore()
+        _truncate_metrics(run_dir / "metrics.jsonl", step)
     else:
         run.actor.reset(seed=config.seed)
 
@@ -392,6 +393,21 @@ def train(
     finally:
         logger.close()
         run.env.close()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after checkpoint ``step`` (they will be logged again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            if int(json.loads(line)["step"]) > step:
+                continue
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line from a crash
+        kept.append(line)
+    atomic_write_bytes(path, "".join(kept).encode())
 
 
 def _loop(

@@ -59,6 +59,7 @@ class PPOLearner:
         """Return ``(version, weights)``; the version increases by one per update."""
         return self.version, self.net.numpy_tensors()
 
+    @torch.no_grad()
     def step(self, batch: Rollout) -> dict[str, float]:
         """Run ``n_epochs`` of minibatch updates on one fragment.
 
@@ -97,6 +98,11 @@ class PPOLearner:
         adv_all = torch.from_numpy(advantages.reshape(size))
         ret_all = torch.from_numpy(returns.reshape(size))
         mb = min(cfg.minibatch_size, size)
+        normalize = cfg.norm_adv and mb > 1
+        if normalize and mb == size:
+            # One minibatch = the whole batch: normalise once, not once per epoch.
+            adv_all = (adv_all - adv_all.mean()) / (adv_all.std() + 1e-8)
+            normalize = False
 
         # Approx KL and clip fraction are measured on the last epoch only (every
         # epoch when target_kl needs them); the gradients are hand-derived
@@ -114,14 +120,14 @@ class PPOLearner:
                     idx = perm[start : start + mb]
                     o, a, olp, ov = obs[idx], actions[idx], old_logp[idx], old_values[idx]
                     adv, ret = adv_all[idx], ret_all[idx]
-                if cfg.norm_adv and mb > 1:
+                if normalize:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 policy_out, values, cache = self.net.forward_cached(o)
                 grads = ppo_loss_grads(
                     policy_out=policy_out,
                     values=values,
                     actions=a,
-                    log_std=None if self.net.discrete else self.net.log_std.detach(),
+                    log_std=None if self.net.discrete else self.net.log_std,
                     old_logp=olp,
                     advantages=adv,
                     old_values=ov,

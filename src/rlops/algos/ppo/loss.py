@@ -94,7 +94,6 @@ class PPOGrads:
     """``[act_dim]``: d loss / d log_std (Gaussian), else None."""
 
 
-@torch.no_grad()
 def ppo_loss_grads(
     *,
     policy_out: torch.Tensor,
@@ -114,7 +113,8 @@ def ppo_loss_grads(
     """The loss of :func:`ppo_loss` and its analytic gradient w.r.t. the network outputs.
 
     Same objective as :func:`ppo_loss` (the autograd reference; a test checks
-    they agree), written out so the update needs no autograd graph:
+    they agree), written out so the update needs no autograd graph (call it
+    under ``torch.no_grad()``):
 
     * clipped surrogate: ``d/d logp = -A r / B`` where the unclipped branch is the
       minimum (or the ratio is inside the clip range), else 0;
