@@ -26,3 +26,53 @@ def test_orthogonal_init_rows_are_orthonormal_times_gain(gain: float) -> None:
     w1 = mlp.layers[1].weight.detach()
     torch.testing.assert_close(w1 @ w1.T, 0.01**2 * torch.eye(64), atol=1e-6, rtol=0)
     assert all(float(layer.bias.abs().max()) == 0.0 for layer in mlp.layers)
+
+
+def test_flat_adam_matches_torch_adam_step_by_step() -> None:
+    from rlops.nets import FlatAdam
+
+    ref = torch.nn.Parameter(torch.randn(40, generator=torch.Generator().manual_seed(0)))
+    mine = torch.nn.Parameter(ref.detach().clone())
+    torch_adam = torch.optim.Adam([ref], lr=3e-3, eps=1e-5)
+    flat_adam = FlatAdam(mine, lr=3e-3, eps=1e-5)
+    g = torch.Generator().manual_seed(1)
+    for step in range(60):
+        grad = torch.randn(40, generator=g) * (step + 1)
+        if step == 30:  # learning-rate changes between steps, as schedules do
+            torch_adam.param_groups[0]["lr"] = flat_adam.lr = 1e-3
+        ref.grad, mine.grad = grad.clone(), grad.clone()
+        torch_adam.step()
+        flat_adam.step()
+        torch.testing.assert_close(mine.detach(), ref.detach(), rtol=0, atol=1e-6)
+
+
+def test_flat_adam_state_round_trip_continues_identically() -> None:
+    from rlops.nets import FlatAdam
+
+    a = torch.nn.Parameter(torch.zeros(5))
+    opt_a = FlatAdam(a, lr=0.01)
+    for _ in range(3):
+        a.grad = torch.arange(5.0)
+        opt_a.step()
+    b = torch.nn.Parameter(a.detach().clone())
+    opt_b = FlatAdam(b, lr=0.5)
+    opt_b.load_state_dict(opt_a.state_dict())
+    a.grad = b.grad = torch.ones(5)
+    opt_a.step()
+    opt_b.step()
+    assert torch.equal(a.detach(), b.detach())
+    assert opt_b.steps == 4 and opt_b.lr == 0.01
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_clip_grad_norm_matches_torch(scale: float) -> None:
+    from rlops.nets import clip_grad_norm
+
+    grad = torch.randn(30, generator=torch.Generator().manual_seed(2)) * scale
+    ref = torch.nn.Parameter(torch.zeros(30))
+    mine = torch.nn.Parameter(torch.zeros(30))
+    ref.grad, mine.grad = grad.clone(), grad.clone()
+    ref_norm = torch.nn.utils.clip_grad_norm_([ref], 0.5)
+    norm = clip_grad_norm(mine, 0.5)
+    assert norm == pytest.approx(float(ref_norm), rel=1e-6)
+    torch.testing.assert_close(mine.grad, ref.grad)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from rlops.algos.ppo.networks import ActorCritic
 from rlops.algos.returns import gae
 from rlops.artifacts import NetworkSpec
 from rlops.core.batch import Rollout
+from rlops.nets.optim import FlatAdam, clip_grad_norm
 
 
 def _explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
@@ -43,9 +43,7 @@ class PPOLearner:
         self.total_steps = total_steps
         torch.manual_seed(seed)
         self.net = ActorCritic(spec, config)
-        self.optimizer = torch.optim.Adam(
-            self.net.parameters(), lr=config.lr, eps=config.adam_eps, fused=True
-        )
+        self.optimizer = FlatAdam(self.net.flat, lr=config.lr, eps=config.adam_eps)
         self.generator = torch.Generator().manual_seed(seed)
         self.version = 0
         self.env_steps = 0
@@ -76,8 +74,7 @@ class PPOLearner:
         self.env_steps += batch.num_steps * batch.num_envs
         lr = self._schedule(cfg.lr, cfg.lr_schedule)
         clip = self._schedule(cfg.clip_coef, cfg.clip_schedule)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.lr = lr
 
         advantages, returns = gae(
             batch.rewards,
@@ -108,7 +105,7 @@ class PPOLearner:
         # epoch when target_kl needs them); the gradients are hand-derived
         # (ppo_loss_grads + ActorCritic.backward), checked against autograd in tests.
         stats: list[torch.Tensor] = []
-        grad_norms: list[torch.Tensor] = []
+        grad_norms: list[float] = []
         for epoch in range(cfg.n_epochs):
             measure = epoch == cfg.n_epochs - 1 or cfg.target_kl is not None
             # One minibatch = the whole batch: order is irrelevant, skip the shuffle.
@@ -140,11 +137,8 @@ class PPOLearner:
                 )
                 loss = grads.loss
                 self.net.backward(cache, grads.policy_out, grads.values, grads.log_std)
-                grad_norms.append(
-                    torch.nn.utils.clip_grad_norm_(
-                        self.net.parameters(), cfg.max_grad_norm, foreach=True
-                    )
-                )
+                grad_norms.append(clip_grad_norm(self.net.flat, cfg.max_grad_norm))
+
                 self.optimizer.step()
                 if measure:
                     stats.append(
@@ -171,7 +165,7 @@ class PPOLearner:
             "losses/entropy": mean[2],
             "losses/approx_kl": mean[3],
             "losses/clip_fraction": mean[4],
-            "losses/grad_norm": float(torch.stack(grad_norms).mean()),
+            "losses/grad_norm": float(np.mean(grad_norms)),
             "losses/explained_variance": _explained_variance(
                 batch.values.reshape(-1), returns.reshape(-1)
             ),
@@ -183,18 +177,18 @@ class PPOLearner:
     # -- checkpointing: tensors go to safetensors, the rest to JSON ---------------
     def state_dict(self) -> dict[str, Any]:
         """Return ``{"tensors": {name: Tensor}, "meta": JSON-able}`` for a checkpoint."""
-        tensors: dict[str, torch.Tensor] = {
-            f"net/{k}": v.detach().clone() for k, v in self.net.state_dict().items()
-        }
         opt = self.optimizer.state_dict()
-        for pid, pstate in opt["state"].items():
-            for key, value in pstate.items():
-                tensors[f"optim/{pid}/{key}"] = torch.as_tensor(value).clone()
-        tensors["rng/torch_generator"] = self.generator.get_state()
+        tensors: dict[str, torch.Tensor] = {
+            "net/flat": self.net.flat.detach().clone(),
+            "optim/exp_avg": opt["exp_avg"],
+            "optim/exp_avg_sq": opt["exp_avg_sq"],
+            "rng/torch_generator": self.generator.get_state(),
+        }
         meta = {
             "version": self.version,
             "env_steps": self.env_steps,
-            "param_groups": json.loads(json.dumps(opt["param_groups"])),
+            "optim_steps": opt["steps"],
+            "lr": opt["lr"],
         }
         return {"tensors": tensors, "meta": meta}
 
@@ -202,15 +196,16 @@ class PPOLearner:
         """Restore :meth:`state_dict` output exactly."""
         tensors: Mapping[str, torch.Tensor] = state["tensors"]
         meta = state["meta"]
-        self.net.load_state_dict(
-            {k[len("net/") :]: v for k, v in tensors.items() if k.startswith("net/")}
+        with torch.no_grad():
+            self.net.flat.copy_(tensors["net/flat"])
+        self.optimizer.load_state_dict(
+            {
+                "exp_avg": tensors["optim/exp_avg"],
+                "exp_avg_sq": tensors["optim/exp_avg_sq"],
+                "steps": meta["optim_steps"],
+                "lr": meta["lr"],
+            }
         )
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim/"):
-                _, pid, name = key.split("/", 2)
-                opt_state.setdefault(int(pid), {})[name] = value
-        self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
         self.generator.set_state(tensors["rng/torch_generator"])
         self.version = int(meta["version"])
         self.env_steps = int(meta["env_steps"])
