@@ -25,7 +25,7 @@ def test_orthogonal_init_rows_are_orthonormal_times_gain(gain: float) -> None:
     torch.testing.assert_close(w0 @ w0.T, gain**2 * torch.eye(64), atol=1e-4, rtol=0)
     w1 = mlp.layers[1].weight.detach()
     torch.testing.assert_close(w1 @ w1.T, 0.01**2 * torch.eye(64), atol=1e-6, rtol=0)
-    assert all(float(layer.bias.abs().max()) == 0.0 for layer in mlp.layers)
+    assert all(float(layer.bias.detach().abs().max()) == 0.0 for layer in mlp.layers)
 
 
 def test_flat_adam_matches_torch_adam_step_by_step() -> None:

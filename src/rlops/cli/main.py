@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -49,7 +51,7 @@ def _print_result(result: object) -> None:
     print(f"run directory : {result.run_dir}")
     print(f"policy        : {result.artifact_path}  ({result.version[:23]}…)")
     print(f"metrics       : {result.run_dir / 'metrics.jsonl'}")
-    print(f"tensorboard   : tensorboard --logdir {result.run_dir / 'tb'}")
+    print(f"tensorboard   : {_tool('tensorboard')} --logdir {result.run_dir / 'tb'}")
     print(f"checkpoints   : {result.run_dir / 'checkpoints'}")
     if final is not None:
         print(
@@ -106,6 +108,17 @@ def _cmd_check_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tool(name: str) -> str:
+    """How the user can call ``name`` from this environment's bin dir.
+
+    The bare name when that is what PATH finds, else a path (``.venv/bin/rlops``).
+    """
+    path = Path(sys.executable).parent / name
+    if not path.exists() or shutil.which(name) == str(path):
+        return name
+    return os.path.relpath(path)
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from rlops.evaluation import evaluate
     from rlops.runtime import load_config, train
@@ -124,14 +137,15 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         f"held-out eval : mean return {report.mean_return:.1f} over 20 new episodes "
         f"(CartPole-v1 is solved at 475)"
     )
+    rlops_cmd, python_cmd = _tool("rlops"), _tool("python")
     print()
     print("next steps:")
-    print(f"  rlops eval {result.artifact_path} --env {config.env.id} --episodes 20")
+    print(f"  {rlops_cmd} eval {result.artifact_path} --env {config.env.id} --episodes 20")
     print(
-        '  python -c "import rlops; p = rlops.load_policy('
+        f'  {python_cmd} -c "import rlops; p = rlops.load_policy('
         f"'{result.artifact_path}'); print(p.act([0.0, 0.0, 0.0, 0.0]))\""
     )
-    print(f"  tensorboard --logdir {result.run_dir / 'tb'}")
+    print(f"  {rlops_cmd} train configs/pendulum_ppo.yaml   # continuous control")
     return 0
 
 

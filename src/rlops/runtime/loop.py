@@ -47,7 +47,7 @@ from rlops.observability import (
 )
 from rlops.runtime.actor import RolloutActor
 from rlops.runtime.checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
-from rlops.runtime.config import ExperimentConfig, config_from_dict
+from rlops.runtime.config import ExperimentConfig, config_from_dict, load_config
 
 ARTIFACT_DIR = "artifact"
 
@@ -295,7 +295,7 @@ def _make_run_dir(config: ExperimentConfig, out_dir: str | os.PathLike[str] | No
 
 
 def train(
-    config: ExperimentConfig | None = None,
+    config: ExperimentConfig | str | os.PathLike[str] | None = None,
     *,
     out_dir: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
@@ -304,8 +304,9 @@ def train(
     """Train a policy and write its artifact.
 
     Args:
-        config: the experiment; ignored when ``resume`` is given (the run's own
-            ``config.yaml`` is used). None means all defaults (PPO on CartPole).
+        config: the experiment, or the path of a YAML config file; ignored when
+            ``resume`` is given (the run's own ``config.yaml`` is used). None
+            means all defaults (PPO on CartPole).
         out_dir: run directory; default ``runs/<name>-<timestamp>``.
         resume: a run directory to continue from its last complete checkpoint.
         on_metrics: called with ``(env_steps, metrics)`` after every logged update.
@@ -319,6 +320,7 @@ def train(
         CheckpointError: ``resume`` has no valid checkpoint.
 
     >>> import rlops
+    >>> run = rlops.train("configs/cartpole_ppo.yaml")  # doctest: +SKIP
     >>> run = rlops.train(rlops.ExperimentConfig(total_steps=2048))  # doctest: +SKIP
     >>> rlops.load_policy(run.artifact_path).act(obs)  # doctest: +SKIP
     """
@@ -328,6 +330,8 @@ def train(
             raise ConfigError(f"--resume {run_dir}: not a run directory (no config.yaml)")
         config = config_from_dict(load_yaml(str(run_dir / "config.yaml")))
     else:
+        if isinstance(config, str | os.PathLike):
+            config = load_config(os.fspath(config))
         config = config or ExperimentConfig()
         run_dir = _make_run_dir(config, out_dir)
         atomic_write_bytes(run_dir / "config.yaml", config.to_yaml().encode())
