@@ -6,8 +6,9 @@ Submodules load on first use so that reading and validating a config
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rlops.core.lazy import lazy_exports
 
 _LAZY = {
     "EnvConfig": "rlops.runtime.config",
@@ -37,13 +38,7 @@ if TYPE_CHECKING:
     from rlops.runtime.loop import Evaluation, RunResult, train
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlops.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

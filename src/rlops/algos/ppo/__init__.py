@@ -6,10 +6,10 @@ Torch-backed parts load on first use, so :class:`PPOConfig` can be imported
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rlops.algos.ppo.config import PPOConfig
+from rlops.core.lazy import lazy_exports
 
 _LAZY = {
     "ActorCritic": "rlops.algos.ppo.networks",
@@ -24,13 +24,7 @@ if TYPE_CHECKING:
     from rlops.algos.ppo.networks import ActorCritic
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlops.algos.ppo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["ActorCritic", "PPOConfig", "PPOLearner", "PPOLoss", "ppo_loss"]
