@@ -249,7 +249,6 @@ class _Run:
     def restore(self) -> int:
         ckpt = load_latest_checkpoint(self.run_dir)
         state, tensors = ckpt.meta, ckpt.tensors
-        state = state.get("meta", state)
         self.learner.load_state_dict(
             {
                 "tensors": _join(state["learner"], tensors, as_numpy=False),
@@ -351,7 +350,12 @@ def train(
         )
     logger = MultiLogger(sinks)
     try:
-        _loop(run, logger, on_metrics)
+        try:
+            _loop(run, logger, on_metrics)
+        except EnvError as exc:
+            saved = sorted((run_dir / "checkpoints").glob("step_*"))
+            where = f"last checkpoint {saved[-1].name} is intact" if saved else "no checkpoint yet"
+            raise EnvError(f"{exc} (run {run_dir}: {where})") from exc
         artifact = run_dir / ARTIFACT_DIR
         _, tensors = run.learner.get_variables()
         version = save_policy(
