@@ -191,3 +191,25 @@ def test_fused_acting_pass_equals_separate_heads(head: str) -> None:
     np.testing.assert_allclose(a1, a2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(lp1, lp2, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(v1, net.value(obs), rtol=1e-5, atol=1e-5)
+
+
+def test_learner_and_actor_satisfy_the_core_interfaces() -> None:
+    from rlops.core import Actor, Learner
+    from rlops.envs import make_vec
+    from rlops.observability import PhaseTimer
+    from rlops.runtime import RolloutActor
+
+    spec = NetworkSpec(
+        obs_dim=4, act_dim=2, hidden_sizes=(8,), activation="tanh", head="categorical"
+    )
+    learner = PPOLearner(PPOConfig(n_steps=8, minibatch_size=16), spec, 1000, 0)
+    actor = RolloutActor(make_vec("rlops/CartPole-v1", 2), spec, 8, 0.99, 0, PhaseTimer())
+    assert isinstance(learner, Learner)
+    assert isinstance(actor, Actor)
+    # The loop of rlops.core.interfaces, once.
+    actor.reset(seed=0)
+    actor.update(*learner.get_variables())
+    batch = actor.collect()
+    assert (batch.num_steps, batch.num_envs, batch.policy_version) == (8, 2, 0)
+    learner.step(batch)
+    assert learner.get_variables()[0] == 1
