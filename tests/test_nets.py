@@ -76,3 +76,48 @@ def test_clip_grad_norm_matches_torch(scale: float) -> None:
     norm = clip_grad_norm(mine, 0.5)
     assert norm == pytest.approx(float(ref_norm), rel=1e-6)
     torch.testing.assert_close(mine.grad, ref.grad)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("k,sizes", [(1, [3, 32, 32, 2]), (2, [5, 16, 1]), (2, [4, 20, 24])])
+def test_stacked_mlp_hand_backward_matches_autograd(
+    activation: str, k: int, sizes: list[int]
+) -> None:
+    from rlops.nets import StackedMLP
+
+    torch.manual_seed(0)
+    net = StackedMLP(k, sizes, activation, extra={"scale": (3,)})
+    net.init_uniform()
+    x = torch.randn(7, sizes[0], requires_grad=True)
+    weight = torch.randn(k, 7, sizes[-1])
+    # Reference: autograd through forward() of sum(weight * out).
+    (weight * net(x)).sum().backward()
+    ref_grad = net.flat.grad.clone()
+    ref_input_grad = x.grad.clone()
+    net.flat.grad = None
+    with torch.no_grad():
+        out, cache = net.forward_cached(x.detach())
+        torch.testing.assert_close(out, net(x).detach(), rtol=1e-5, atol=1e-6)
+        input_grad = net.backward(cache, weight, need_input_grad=True)
+    assert input_grad is not None
+    n_layer_params = net.flat.numel() - 3
+    torch.testing.assert_close(
+        net.flat.grad[:n_layer_params], ref_grad[:n_layer_params], rtol=1e-4, atol=1e-6
+    )
+    torch.testing.assert_close(input_grad.sum(0), ref_input_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_stacked_mlp_forward_with_other_flat_vector() -> None:
+    from rlops.nets import StackedMLP
+
+    net = StackedMLP(1, [3, 8, 2], "relu")
+    net.init_uniform()
+    target = net.flat.detach().clone()
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        before, _ = net.forward_cached(x)
+        net.flat.add_(1.0)
+        moved, _ = net.forward_cached(x)
+        frozen, _ = net.forward_cached(x, flat=target)
+    assert not torch.allclose(moved, before)
+    torch.testing.assert_close(frozen, before)
