@@ -1,11 +1,12 @@
 """Interfaces, typed batches and errors shared by every rlops layer."""
 
-from rlops.core.batch import Rollout
+from rlops.core.batch import Rollout, Transitions
 from rlops.core.errors import (
     ArtifactError,
     CheckpointError,
     ConfigError,
     EnvError,
+    ReplayError,
     RlopsError,
 )
 from rlops.core.interfaces import Actor, Learner, Saveable, VariableSource
@@ -17,8 +18,10 @@ __all__ = [
     "ConfigError",
     "EnvError",
     "Learner",
+    "ReplayError",
     "RlopsError",
     "Rollout",
     "Saveable",
+    "Transitions",
     "VariableSource",
 ]

@@ -27,3 +27,12 @@ class ArtifactError(RlopsError):
 
 class CheckpointError(RlopsError):
     """No complete checkpoint could be found or a checkpoint failed its checksum."""
+
+
+class ReplayError(RlopsError):
+    """Replay data or state is invalid, or replay cannot proceed.
+
+    Raised when a batch does not match its spec, a priority is negative or not
+    finite, a buffer holds too few items to sample, a rate limiter timed out,
+    or a persistent replay directory is missing, foreign or corrupted.
+    """
