@@ -134,9 +134,9 @@ def test_unknown_key_in_yaml_file_is_rejected(tmp_path: Path) -> None:
 
 def test_unknown_algorithm_name_lists_choices() -> None:
     with pytest.raises(
-        ConfigError, match=r"^algo\.name: unknown algorithm 'dqn'; choose one of 'ppo'$"
+        ConfigError, match=r"^algo\.name: unknown algorithm 'a2c'; choose one of 'ppo', 'dqn'$"
     ):
-        load_config(CARTPOLE, ["algo.name=dqn"])
+        load_config(CARTPOLE, ["algo.name=a2c"])
 
 
 # --- wrong types and values -------------------------------------------------------------------

@@ -36,3 +36,14 @@ def test_ppo_beats_minus_250_on_pendulum_within_200k_steps(seed: int, tmp_path: 
     result = train(config, out_dir=tmp_path / "run")
     returns = [round(e.mean_return, 1) for e in result.evaluations]
     assert result.final_return > -250, returns
+
+
+@pytest.mark.slow
+def test_dqn_solves_cartpole_within_50k_steps_on_4_of_5_seeds(tmp_path: Path) -> None:
+    solved = {}
+    for seed in range(5):
+        config = load_config(str(CONFIGS / "cartpole_dqn.yaml"), [f"seed={seed}", *QUIET])
+        assert config.total_steps == 50_000
+        result = train(config, out_dir=tmp_path / f"seed{seed}")
+        solved[seed] = max(e.mean_return for e in result.evaluations) >= 475
+    assert sum(solved.values()) >= 4, solved

@@ -18,6 +18,10 @@ import numpy as np
 from rlops.core.errors import ArtifactError
 
 _LOG_2PI = math.log(2.0 * math.pi)
+HEADS = ("categorical", "gaussian", "q", "tanh_gaussian")
+"""Policy heads the artifact can run."""
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+"""Bounds of a ``tanh_gaussian`` head's log-std (as SB3's SAC)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,19 +33,24 @@ class NetworkSpec:
         act_dim: number of discrete actions, or the continuous action size.
         hidden_sizes: hidden widths of both the policy and the value MLP.
         activation: ``"tanh"`` or ``"relu"``.
-        head: ``"categorical"`` (discrete) or ``"gaussian"`` (continuous,
-            state-independent log-std).
+        head: ``"categorical"`` (discrete policy), ``"gaussian"`` (continuous,
+            state-independent log-std) or ``"q"`` (discrete Q-values: greedy, or
+            epsilon-greedy with ``epsilon`` so that propensities exist) or
+            ``"tanh_gaussian"`` (continuous, state-dependent log-std, squashed by
+            tanh into the action bounds: SAC).
+        epsilon: exploration rate of a ``"q"`` head's stochastic action distribution.
     """
 
     obs_dim: int
     act_dim: int
     hidden_sizes: tuple[int, ...]
     activation: Literal["tanh", "relu"]
-    head: Literal["categorical", "gaussian"]
+    head: Literal["categorical", "gaussian", "q", "tanh_gaussian"]
+    epsilon: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         """Return the spec as JSON-able data."""
-        return {
+        data: dict[str, object] = {
             "kind": "mlp_actor_critic",
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
@@ -49,6 +58,9 @@ class NetworkSpec:
             "activation": self.activation,
             "head": self.head,
         }
+        if self.head == "q":
+            data["epsilon"] = self.epsilon
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> NetworkSpec:
@@ -62,8 +74,11 @@ class NetworkSpec:
                 raise ValueError(f"unknown network kind {data.get('kind')!r}")
             activation = str(data["activation"])
             head = str(data["head"])
-            if activation not in ("tanh", "relu") or head not in ("categorical", "gaussian"):
+            if activation not in ("tanh", "relu") or head not in HEADS:
                 raise ValueError(f"activation={activation!r} head={head!r}")
+            epsilon = float(str(data.get("epsilon", 0.0)))
+            if not 0.0 <= epsilon <= 1.0:
+                raise ValueError(f"epsilon={epsilon!r} is not in [0, 1]")
             hidden = data["hidden_sizes"]
             assert isinstance(hidden, list)
             return cls(
@@ -72,6 +87,7 @@ class NetworkSpec:
                 hidden_sizes=tuple(int(h) for h in hidden),
                 activation=activation,  # type: ignore[arg-type]
                 head=head,  # type: ignore[arg-type]
+                epsilon=epsilon,
             )
         except (KeyError, ValueError, AssertionError) as exc:
             raise ArtifactError(f"policy.json: malformed 'network' section: {exc}") from None
@@ -130,6 +146,13 @@ class NumpyActorCritic:
             _NumpyMLP(tensors, "vf", spec.activation) if "vf.layers.0.weight" in tensors else None
         )
         self.log_std: np.ndarray | None = None
+        if spec.head == "tanh_gaussian":
+            for name in ("action_scale", "action_bias"):
+                if name not in tensors:
+                    raise ArtifactError(f"tanh_gaussian policy without an '{name}' tensor")
+            self.action_scale = np.asarray(tensors["action_scale"], dtype=np.float32)
+            self.action_bias = np.asarray(tensors["action_bias"], dtype=np.float32)
+            self._log_scale_sum = float(np.log(self.action_scale).sum())
         if spec.head == "gaussian":
             if "log_std" not in tensors:
                 raise ArtifactError("gaussian policy without a 'log_std' tensor")
@@ -182,8 +205,13 @@ class NumpyActorCritic:
         return self.vf(obs)[:, 0]
 
     def probs(self, obs: np.ndarray) -> np.ndarray:
-        """``[B, A]`` action probabilities of a categorical head."""
+        """``[B, A]`` action probabilities (categorical, or epsilon-greedy for a Q head)."""
         logits = self.pi(obs)
+        if self.spec.head == "q":
+            n = logits.shape[1]
+            probs = np.full(logits.shape, self.spec.epsilon / n, dtype=np.float32)
+            probs[np.arange(logits.shape[0]), logits.argmax(axis=1)] += 1.0 - self.spec.epsilon
+            return probs
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=1, keepdims=True)
@@ -203,11 +231,66 @@ class NumpyActorCritic:
             ``(actions, log_probs)``: ``[B]`` int64 or ``[B, act_dim]`` float32
             (unclipped), and ``[B]`` float32 log-probabilities of those actions.
         """
+        if self.spec.head == "tanh_gaussian":
+            return self._sample_squashed(self.pi(obs), rng, deterministic)
+        if self.spec.head == "q":
+            eps = self.spec.epsilon
+            if not deterministic:
+                return self.epsilon_greedy(obs, rng, eps)
+            # Greedy action, reported with its probability under the policy's
+            # epsilon-greedy distribution (as argmax of a categorical head is).
+            actions, _ = self.epsilon_greedy(obs, rng, 0.0)
+            n = self.spec.act_dim
+            logp = np.full(actions.shape, np.log(1.0 - eps + eps / n), dtype=np.float32)
+            return actions, logp
         return self._sample_from(self.pi(obs), rng, deterministic)
+
+    def epsilon_greedy(
+        self, obs: np.ndarray, rng: np.random.Generator, epsilon: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Epsilon-greedy actions of a Q head and their log-probabilities.
+
+        Args:
+            obs: ``[B, obs_dim]`` float32.
+            rng: source of randomness.
+            epsilon: probability of a uniformly random action.
+
+        Returns:
+            ``(actions [B] int64, log_probs [B] float32)`` under the
+            epsilon-greedy distribution ``epsilon / n + (1 - epsilon) [a = argmax]``.
+        """
+        q = self.pi(obs)
+        batch, n = q.shape
+        greedy = q.argmax(axis=1)
+        actions = greedy
+        if epsilon > 0.0:
+            explore = rng.random(batch) < epsilon
+            actions = np.where(explore, rng.integers(0, n, size=batch), greedy)
+        probs = epsilon / n + (1.0 - epsilon) * (actions == greedy)
+        return actions.astype(np.int64), np.log(probs).astype(np.float32)
+
+    def _sample_squashed(
+        self, out: np.ndarray, rng: np.random.Generator, deterministic: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``a = tanh(u) * scale + bias``, ``u ~ N(mean, std)``; log-prob with the
+        change-of-variables correction (Haarnoja et al. 2018, appendix C)."""
+        d = self.spec.act_dim
+        mean = out[:, :d]
+        log_std = np.clip(out[:, d:], LOG_STD_MIN, LOG_STD_MAX)
+        noise = (
+            np.zeros_like(mean) if deterministic else rng.standard_normal(mean.shape, np.float32)
+        )
+        u = mean + np.exp(log_std) * noise
+        squashed = np.tanh(u)
+        logp = (-0.5 * noise * noise - log_std).sum(axis=1) - 0.5 * _LOG_2PI * d
+        logp -= np.log(1.0 - squashed * squashed + 1e-6).sum(axis=1) + self._log_scale_sum
+        return squashed * self.action_scale + self.action_bias, logp.astype(np.float32)
 
     def _sample_from(
         self, out: np.ndarray, rng: np.random.Generator, deterministic: bool
     ) -> tuple[np.ndarray, np.ndarray]:
+        if self.spec.head == "q":
+            raise AssertionError("Q heads sample through epsilon_greedy")
         if self.spec.head == "categorical":
             out = out - out.max(axis=1, keepdims=True)
             log_z = np.log(np.exp(out).sum(axis=1, keepdims=True))

@@ -139,6 +139,9 @@ class Policy:
     def action_distribution(self, obs: Any) -> np.ndarray:
         """Return ``[B, n]`` (or ``[n]``) action probabilities of a discrete policy.
 
+        For a Q-learning policy this is the epsilon-greedy distribution with the
+        artifact's ``network.epsilon`` (the greedy action has ``1 - eps + eps/n``).
+
         Raises:
             ArtifactError: for a continuous policy.
         """

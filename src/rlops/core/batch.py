@@ -62,3 +62,40 @@ class Rollout:
                 raise ValueError(
                     f"Rollout.{f.name}: leading shape must be {expected}, got {value.shape}"
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class Transitions:
+    """An off-policy fragment: ``T`` steps from ``N`` environments, ready for replay.
+
+    Attributes:
+        observations: ``[T, N, *obs_shape]`` observations the actions were chosen on.
+        actions: ``[T, N]`` (discrete, int64) or ``[T, N, act_dim]`` (continuous,
+            float32, as sent to the env).
+        rewards: ``[T, N]`` rewards.
+        next_observations: ``[T, N, *obs_shape]`` the observation after the step;
+            where the episode ended it is the episode's *final* observation, not
+            the first observation of the next episode (same-step autoreset).
+        terminated: ``[T, N]`` true where the episode terminated (no bootstrap).
+        truncated: ``[T, N]`` true where it was cut by a time limit (bootstrap
+            from ``next_observations``: Pardo et al. 2018).
+        policy_version: version of the weights that produced the fragment.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    policy_version: int = 0
+
+    @property
+    def num_steps(self) -> int:
+        """``T``, the fragment length."""
+        return int(self.rewards.shape[0])
+
+    @property
+    def num_envs(self) -> int:
+        """``N``, the number of parallel environments."""
+        return int(self.rewards.shape[1])

@@ -1,15 +1,15 @@
-"""The on-policy actor: steps a vector env with numpy inference, returns Rollouts."""
+"""Actors: step a vector env with numpy inference; on-policy Rollouts, off-policy Transitions."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
 from rlops.artifacts import NetworkSpec, NumpyActorCritic
-from rlops.core.batch import Rollout
+from rlops.core.batch import Rollout, Transitions
 from rlops.envs import VectorEnv, assert_finite_obs, final_observations
 from rlops.observability import PhaseTimer
 
@@ -133,6 +133,126 @@ class RolloutActor:
 
     def state_dict(self) -> dict[str, Any]:
         """Sampling RNG, current observation and step count (env state is saved separately)."""
+        return {
+            "rng": self.rng.bit_generator.state,
+            "obs": None if self.obs is None else self.obs.copy(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.rng.bit_generator.state = state["rng"]
+        if state.get("obs") is not None:
+            self.obs = np.asarray(state["obs"], dtype=np.float32)
+        self.steps = int(state["steps"])
+
+
+ExplorationPolicy = Callable[[np.ndarray, np.random.Generator, int], np.ndarray]
+"""Acts for data collection: ``(obs [N, obs_dim], rng, env_steps) -> actions``."""
+
+
+class TransitionActor:
+    """Collects off-policy fragments (:class:`Transitions`) with an exploration policy.
+
+    ``next_observations`` of a sub-env whose episode ended is that episode's
+    final observation (from ``info["final_obs"]``), so a learner can bootstrap
+    truncated episodes correctly.
+
+    Args:
+        env: the (wrapped) same-step-autoreset vector env.
+        n_steps: vector steps per fragment.
+        seed: seeds exploration.
+        timer: phase timer (``env`` and ``forward`` phases).
+        make_policy: builds the exploration policy from published weights.
+        action_offset: added to discrete actions before they reach the env
+            (``Discrete(n, start=s)``); fragments keep the 0-based index.
+    """
+
+    def __init__(
+        self,
+        env: VectorEnv,
+        n_steps: int,
+        seed: int,
+        timer: PhaseTimer,
+        make_policy: Callable[[Mapping[str, np.ndarray]], ExplorationPolicy],
+        action_offset: int = 0,
+    ) -> None:
+        self.env = env
+        self.action_offset = action_offset
+        self.n_steps = n_steps
+        self.timer = timer
+        self.make_policy = make_policy
+        self.rng = np.random.default_rng(seed)
+        self.policy: ExplorationPolicy | None = None
+        self.version = 0
+        self.steps = 0
+        self.obs: np.ndarray | None = None
+
+    def reset(self, seed: int) -> None:
+        """Reset the envs with ``seed``."""
+        obs, _ = self.env.reset(seed=seed)
+        assert_finite_obs(np.asarray(obs), 0)
+        self.obs = np.asarray(obs, dtype=np.float32).reshape(self.env.num_envs, -1)
+
+    def update(self, version: int, variables: Mapping[str, np.ndarray]) -> None:
+        """Install weights ``variables`` published as ``version``."""
+        self.policy = self.make_policy(variables)
+        self.version = version
+
+    def collect(self) -> Transitions:
+        """Step every sub-env ``n_steps`` times and return the transitions.
+
+        Raises:
+            EnvError: on a non-finite observation, final observation or reward.
+        """
+        policy, obs = self.policy, self.obs
+        if policy is None or obs is None:
+            raise RuntimeError("TransitionActor: call reset() and update() before collect()")
+        env, timer, n = self.env, self.timer, self.env.num_envs
+        observations, actions, rewards, next_obs, terminated, truncated = [], [], [], [], [], []
+        for _ in range(self.n_steps):
+            timer.start("forward")
+            action = policy(obs, self.rng, self.steps)
+            timer.stop("forward")
+            timer.start("env")
+            nxt, reward, term, trunc, info = env.step(
+                action + self.action_offset if self.action_offset else action
+            )
+            timer.stop("env")
+            self.steps += n
+            step = self.steps // n
+            nxt = np.asarray(nxt, dtype=np.float32).reshape(n, -1)
+            assert_finite_obs(nxt, step)
+            reward = np.asarray(reward, dtype=np.float32)
+            assert_finite_obs(reward, step, name="reward")
+            done = np.logical_or(term, trunc)
+            target = nxt
+            if done.any():
+                idx = np.flatnonzero(done)
+                final = final_observations(info, idx).astype(np.float32).reshape(len(idx), -1)
+                assert_finite_obs(final, step, name="final observation", env_ids=idx)
+                target = nxt.copy()
+                target[idx] = final
+            observations.append(obs)
+            actions.append(np.asarray(action))
+            rewards.append(reward)
+            next_obs.append(target)
+            terminated.append(np.asarray(term, dtype=bool))
+            truncated.append(np.asarray(trunc, dtype=bool))
+            obs = nxt
+        self.obs = obs
+        return Transitions(
+            observations=np.stack(observations),
+            actions=np.stack(actions),
+            rewards=np.stack(rewards),
+            next_observations=np.stack(next_obs),
+            terminated=np.stack(terminated),
+            truncated=np.stack(truncated),
+            policy_version=self.version,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Exploration RNG, current observation and step count."""
         return {
             "rng": self.rng.bit_generator.state,
             "obs": None if self.obs is None else self.obs.copy(),

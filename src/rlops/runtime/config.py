@@ -15,14 +15,15 @@ from typing import Any, Literal
 
 import yaml
 
+from rlops.algos.dqn.config import DQNConfig
 from rlops.algos.ppo.config import PPOConfig
 from rlops.core.config import apply_overrides, check, from_mapping, load_yaml, to_mapping
 from rlops.core.errors import ConfigError
 
-AlgoConfig = PPOConfig
+AlgoConfig = PPOConfig | DQNConfig
 """Union of the algorithm configs (``algo.name`` selects one)."""
 
-ALGO_CONFIGS: dict[str, type[Any]] = {"ppo": PPOConfig}
+ALGO_CONFIGS: dict[str, type[Any]] = {"ppo": PPOConfig, "dqn": DQNConfig}
 """``algo.name`` -> config class."""
 
 
@@ -129,12 +130,14 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         check(self.total_steps >= 1, "total_steps", f"must be >= 1, got {self.total_steps}")
-        batch = self.algo.n_steps * self.env.num_envs
-        check(
-            batch % min(self.algo.minibatch_size, batch) == 0,
-            "algo.minibatch_size",
-            f"must divide algo.n_steps * env.num_envs = {batch}, got {self.algo.minibatch_size}",
-        )
+        if isinstance(self.algo, PPOConfig):
+            batch = self.algo.n_steps * self.env.num_envs
+            check(
+                batch % min(self.algo.minibatch_size, batch) == 0,
+                "algo.minibatch_size",
+                f"must divide algo.n_steps * env.num_envs = {batch}, "
+                f"got {self.algo.minibatch_size}",
+            )
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         """Return a copy with top-level fields replaced (validated again)."""

@@ -23,10 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium import spaces
 
-from rlops.algos.ppo import PPOLearner
-from rlops.artifacts import NetworkSpec, Policy, build_manifest, save_policy
+from rlops.artifacts import Policy, build_manifest, save_policy
 from rlops.core.config import load_yaml
 from rlops.core.errors import ConfigError, EnvError
 from rlops.envs import (
@@ -45,7 +43,7 @@ from rlops.observability import (
     PhaseTimer,
     TensorBoardSink,
 )
-from rlops.runtime.actor import RolloutActor
+from rlops.runtime.agents import BUILDERS
 from rlops.runtime.checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
 from rlops.runtime.config import ExperimentConfig, config_from_dict, load_config
 
@@ -97,31 +95,6 @@ class RunResult:
         return self.evaluations[-1].mean_return if self.evaluations else float("nan")
 
 
-def _network_spec(env: VectorEnv, config: ExperimentConfig) -> NetworkSpec:
-    obs_space, act_space = env.single_observation_space, env.single_action_space
-    if not isinstance(obs_space, spaces.Box):
-        raise EnvError(
-            f"env {config.env.id!r}: observation space {obs_space} is not supported; "
-            "rlops PPO needs a Box observation space"
-        )
-    if isinstance(act_space, spaces.Discrete):
-        head, act_dim = "categorical", int(act_space.n)
-    elif isinstance(act_space, spaces.Box) and len(act_space.shape) == 1:
-        head, act_dim = "gaussian", int(act_space.shape[0])
-    else:
-        raise EnvError(
-            f"env {config.env.id!r}: action space {act_space} is not supported; "
-            "use Discrete or a 1-D Box"
-        )
-    return NetworkSpec(
-        obs_dim=int(np.prod(obs_space.shape)),
-        act_dim=act_dim,
-        hidden_sizes=config.algo.hidden_sizes,
-        activation=config.algo.activation,
-        head=head,  # type: ignore[arg-type]
-    )
-
-
 def weights_hash(tensors: Mapping[str, np.ndarray]) -> str:
     """sha256 over sorted tensor names and bytes."""
     h = hashlib.sha256()
@@ -133,12 +106,13 @@ def weights_hash(tensors: Mapping[str, np.ndarray]) -> str:
 
 # -- checkpoint state: arrays go to safetensors, everything else to JSON ------------
 def _split(prefix: str, value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Move arrays of a nested state into ``tensors``; leave JSON-able placeholders."""
     if isinstance(value, np.ndarray):
         tensors[prefix] = torch.from_numpy(np.ascontiguousarray(value).copy())
-        return {"__tensor__": prefix}
+        return {"__tensor__": prefix, "numpy": True}
     if isinstance(value, torch.Tensor):
         tensors[prefix] = value.detach().clone().contiguous()
-        return {"__tensor__": prefix}
+        return {"__tensor__": prefix, "numpy": False}
     if isinstance(value, Mapping):
         return {str(k): _split(f"{prefix}/{k}", v, tensors) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -148,14 +122,15 @@ def _split(prefix: str, value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return value
 
 
-def _join(value: Any, tensors: Mapping[str, torch.Tensor], as_numpy: bool = True) -> Any:
+def _join(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`_split`: arrays come back as numpy or torch, as they went in."""
     if isinstance(value, dict):
-        if set(value) == {"__tensor__"}:
+        if "__tensor__" in value and set(value) <= {"__tensor__", "numpy"}:
             t = tensors[value["__tensor__"]]
-            return t.numpy() if as_numpy else t
-        return {k: _join(v, tensors, as_numpy) for k, v in value.items()}
+            return t.numpy() if value.get("numpy", True) else t
+        return {k: _join(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
-        return [_join(v, tensors, as_numpy) for v in value]
+        return [_join(v, tensors) for v in value]
     return value
 
 
@@ -179,12 +154,11 @@ class _Run:
             self.reward_scale = ScaleReward(env, gamma=cfg.algo.gamma)
             env = self.reward_scale
         self.env = env
-        self.spec = _network_spec(self.base_env, cfg)
         self.timer = PhaseTimer()
-        self.learner = PPOLearner(cfg.algo, self.spec, cfg.total_steps, cfg.seed)
-        self.actor = RolloutActor(
-            env, self.spec, cfg.algo.n_steps, cfg.algo.gamma, cfg.seed + 1, self.timer
-        )
+        self.agent = BUILDERS[cfg.algo.name](cfg, env, self.timer)
+        self.spec = self.agent.spec
+        self.learner = self.agent.learner
+        self.actor = self.agent.actor
         self.env_steps = 0
         self.train_time_s = 0.0
         self.evaluations: list[Evaluation] = []
@@ -225,13 +199,11 @@ class _Run:
     # -- checkpoints ----------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         tensors: dict[str, torch.Tensor] = {}
-        learner_state = self.learner.state_dict()
         state: dict[str, Any] = {
             "env_steps": self.env_steps,
             "train_time_s": self.train_time_s,
             "evaluations": [e.__dict__ for e in self.evaluations],
-            "learner_meta": learner_state["meta"],
-            "learner": _split("learner", learner_state["tensors"], tensors),
+            "learner": _split("learner", self.learner.state_dict(), tensors),
             "actor": _split("actor", self.actor.state_dict(), tensors),
             "stats": _split("stats", self.stats.state_dict(), tensors),
         }
@@ -249,12 +221,7 @@ class _Run:
     def restore(self) -> int:
         ckpt = load_latest_checkpoint(self.run_dir)
         state, tensors = ckpt.meta, ckpt.tensors
-        self.learner.load_state_dict(
-            {
-                "tensors": _join(state["learner"], tensors, as_numpy=False),
-                "meta": state["learner_meta"],
-            }
-        )
+        self.learner.load_state_dict(_join(state["learner"], tensors))
         self.stats.load_state_dict(_join(state["stats"], tensors))
         if self.obs_norm is not None and "obs_norm" in state:
             self.obs_norm.load_state_dict(_join(state["obs_norm"], tensors))
@@ -424,7 +391,7 @@ def _loop(
     on_metrics: Callable[[int, Mapping[str, float]], None] | None,
 ) -> None:
     cfg = run.config
-    batch_steps = cfg.algo.n_steps * cfg.env.num_envs
+    batch_steps = run.agent.fragment_steps
     next_eval = _next_multiple(run.env_steps, cfg.eval.every_steps)
     next_ckpt = _next_multiple(run.env_steps, cfg.runtime.checkpoint_every)
     while run.env_steps < cfg.total_steps:
