@@ -127,6 +127,12 @@ class DQNLearner:
             if items is not None and len(items["reward"]):
                 self.replay.add(items)
         self.env_steps += batch.num_steps * batch.num_envs
+        if cfg.prioritized:
+            # Anneal the importance-sampling exponent to 1 (Schaul et al. 2016, sec. 3.4).
+            sampler = getattr(self.replay, "sampler", None)
+            if sampler is not None and hasattr(sampler, "beta"):
+                progress = min(1.0, self.env_steps / self.total_steps)
+                sampler.beta = cfg.per_beta + (1.0 - cfg.per_beta) * progress
         if self.env_steps - self.last_target_update >= cfg.target_update_interval:
             self.net.update_target(cfg.tau)
             self.last_target_update = self.env_steps
