@@ -17,6 +17,10 @@ from typing import Any
 import torch
 
 
+_FUSED_ADAM = getattr(torch, "_fused_adam_", None)
+"""PyTorch's fused Adam kernel (private API; the in-place op sequence is the fallback)."""
+
+
 class FlatAdam:
     """Adam for a single flat parameter tensor.
 
@@ -49,6 +53,7 @@ class FlatAdam:
         self.exp_avg_sq = torch.zeros_like(param.data)
         self.steps = 0
         self._denom = torch.empty_like(param.data)
+        self._step_tensor = torch.zeros((), dtype=torch.float32)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -61,6 +66,26 @@ class FlatAdam:
         if grad is None:
             raise RuntimeError("FlatAdam.step: the parameter has no .grad")
         self.steps += 1
+        if _FUSED_ADAM is not None:
+            # PyTorch's fused CPU Adam kernel (what torch.optim.Adam(fused=True) runs),
+            # called directly: one pass over the vector, none of the Python bookkeeping.
+            self._step_tensor.fill_(float(self.steps))
+            _FUSED_ADAM(
+                [self.param.data],
+                [grad],
+                [self.exp_avg],
+                [self.exp_avg_sq],
+                [],
+                [self._step_tensor],
+                lr=self.lr,
+                beta1=self.beta1,
+                beta2=self.beta2,
+                weight_decay=0.0,
+                eps=self.eps,
+                amsgrad=False,
+                maximize=False,
+            )
+            return
         bias1 = 1.0 - self.beta1**self.steps
         bias2 = 1.0 - self.beta2**self.steps
         self.exp_avg.lerp_(grad, 1.0 - self.beta1)

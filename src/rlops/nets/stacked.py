@@ -185,7 +185,11 @@ class StackedMLP(nn.Module):
             g = torch.bmm(g, self.weights[i].transpose(1, 2))
             if i == 0:
                 return g
-            g = torch.ops.aten.tanh_backward(g, h) if self.tanh else g * (h > 0)
+            g = (
+                torch.ops.aten.tanh_backward(g, h)
+                if self.tanh
+                else torch.ops.aten.threshold_backward(g, h, 0.0)
+            )
         return None
 
     def layer_arrays(self, index: int) -> list[tuple[np.ndarray, np.ndarray]]:
