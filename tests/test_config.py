@@ -134,7 +134,8 @@ def test_unknown_key_in_yaml_file_is_rejected(tmp_path: Path) -> None:
 
 def test_unknown_algorithm_name_lists_choices() -> None:
     with pytest.raises(
-        ConfigError, match=r"^algo\.name: unknown algorithm 'a2c'; choose one of 'ppo', 'dqn'$"
+        ConfigError,
+        match=r"^algo\.name: unknown algorithm 'a2c'; choose one of 'ppo', 'dqn', 'sac'$",
     ):
         load_config(CARTPOLE, ["algo.name=a2c"])
 

@@ -47,3 +47,12 @@ def test_dqn_solves_cartpole_within_50k_steps_on_4_of_5_seeds(tmp_path: Path) ->
         result = train(config, out_dir=tmp_path / f"seed{seed}")
         solved[seed] = max(e.mean_return for e in result.evaluations) >= 475
     assert sum(solved.values()) >= 4, solved
+
+
+@pytest.mark.slow
+def test_sac_beats_minus_250_on_pendulum_within_20k_steps(tmp_path: Path) -> None:
+    config = load_config(str(CONFIGS / "pendulum_sac.yaml"), ["seed=0", *QUIET])
+    assert config.total_steps == 20_000
+    result = train(config, out_dir=tmp_path / "run")
+    returns = [round(e.mean_return, 1) for e in result.evaluations]
+    assert result.final_return >= -250, returns

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-
 _FUSED_ADAM = getattr(torch, "_fused_adam_", None)
 """PyTorch's fused Adam kernel (private API; the in-place op sequence is the fallback)."""
 

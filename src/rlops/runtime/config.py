@@ -17,13 +17,14 @@ import yaml
 
 from rlops.algos.dqn.config import DQNConfig
 from rlops.algos.ppo.config import PPOConfig
+from rlops.algos.sac.config import SACConfig
 from rlops.core.config import apply_overrides, check, from_mapping, load_yaml, to_mapping
 from rlops.core.errors import ConfigError
 
-AlgoConfig = PPOConfig | DQNConfig
+AlgoConfig = PPOConfig | DQNConfig | SACConfig
 """Union of the algorithm configs (``algo.name`` selects one)."""
 
-ALGO_CONFIGS: dict[str, type[Any]] = {"ppo": PPOConfig, "dqn": DQNConfig}
+ALGO_CONFIGS: dict[str, type[Any]] = {"ppo": PPOConfig, "dqn": DQNConfig, "sac": SACConfig}
 """``algo.name`` -> config class."""
 
 
@@ -105,6 +106,13 @@ class LogConfig:
     """Write TensorBoard event files under ``<run_dir>/tb``."""
     progress: bool = True
     """Show the live progress bar on the console."""
+    every_steps: int = 0
+    """Log metrics when env steps cross a multiple of this; 0 = after every update.
+
+    Off-policy runs that update every env step should log every ~1000 steps."""
+
+    def __post_init__(self) -> None:
+        check(self.every_steps >= 0, "log.every_steps", f"must be >= 0, got {self.every_steps}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -394,6 +394,7 @@ def _loop(
     batch_steps = run.agent.fragment_steps
     next_eval = _next_multiple(run.env_steps, cfg.eval.every_steps)
     next_ckpt = _next_multiple(run.env_steps, cfg.runtime.checkpoint_every)
+    next_log = _next_multiple(run.env_steps, cfg.log.every_steps)
     while run.env_steps < cfg.total_steps:
         started = time.perf_counter()
         run.actor.update(*run.learner.get_variables())
@@ -403,25 +404,27 @@ def _loop(
         run.timer.stop("learn")
         run.env_steps += batch_steps
         done = run.env_steps >= cfg.total_steps
-
-        metrics.update(run.timer.report(run.env_steps))
-        ep_returns, ep_lengths = run.stats.pop_episodes()
-        metrics["charts/episodes"] = float(run.stats.episodes)
-        if ep_returns.size:
-            metrics["charts/episode_return"] = float(ep_returns.mean())
-            metrics["charts/episode_length"] = float(ep_lengths.mean())
-        if done or (next_eval is not None and run.env_steps >= next_eval):
-            # Evaluation time is excluded from train_time_s (time-to-threshold numbers).
-            run.train_time_s += time.perf_counter() - started
-            evaluation = run.evaluate()
-            metrics["eval/mean_return"] = evaluation.mean_return
-            metrics["eval/std_return"] = evaluation.std_return
-            next_eval = _next_multiple(run.env_steps, cfg.eval.every_steps)
-            started = time.perf_counter()
-        logger.write(metrics, run.env_steps)
-        run.last_metrics = metrics
-        if on_metrics is not None:
-            on_metrics(run.env_steps, metrics)
+        evaluate = done or (next_eval is not None and run.env_steps >= next_eval)
+        if evaluate or next_log is None or run.env_steps >= next_log:
+            next_log = _next_multiple(run.env_steps, cfg.log.every_steps)
+            metrics.update(run.timer.report(run.env_steps))
+            ep_returns, ep_lengths = run.stats.pop_episodes()
+            metrics["charts/episodes"] = float(run.stats.episodes)
+            if ep_returns.size:
+                metrics["charts/episode_return"] = float(ep_returns.mean())
+                metrics["charts/episode_length"] = float(ep_lengths.mean())
+            if evaluate:
+                # Evaluation time is excluded from train_time_s (time-to-threshold numbers).
+                run.train_time_s += time.perf_counter() - started
+                evaluation = run.evaluate()
+                metrics["eval/mean_return"] = evaluation.mean_return
+                metrics["eval/std_return"] = evaluation.std_return
+                next_eval = _next_multiple(run.env_steps, cfg.eval.every_steps)
+                started = time.perf_counter()
+            logger.write(metrics, run.env_steps)
+            run.last_metrics = metrics
+            if on_metrics is not None:
+                on_metrics(run.env_steps, metrics)
         if done or (next_ckpt is not None and run.env_steps >= next_ckpt):
             run.save_checkpoint()
             next_ckpt = _next_multiple(run.env_steps, cfg.runtime.checkpoint_every)
