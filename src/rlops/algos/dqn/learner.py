@@ -56,6 +56,21 @@ class Writer(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
+def store_fragment(writer: Writer, replay: Replay, batch: Transitions) -> None:
+    """Feed a fragment's steps through the n-step ``writer`` into ``replay``."""
+    for t in range(batch.num_steps):
+        items = writer.add(
+            batch.observations[t],
+            batch.actions[t],
+            batch.rewards[t],
+            batch.next_observations[t],
+            batch.terminated[t],
+            batch.truncated[t],
+        )
+        if items is not None and len(items["reward"]):
+            replay.add(items)
+
+
 class DQNLearner:
     """Double/dueling/n-step/prioritized DQN on a :class:`QNetwork`.
 
@@ -115,17 +130,7 @@ class DQNLearner:
             ran), ``replay/size``, ``charts/epsilon``, ``charts/gradient_steps``.
         """
         cfg = self.config
-        for t in range(batch.num_steps):
-            items = self.writer.add(
-                batch.observations[t],
-                batch.actions[t],
-                batch.rewards[t],
-                batch.next_observations[t],
-                batch.terminated[t],
-                batch.truncated[t],
-            )
-            if items is not None and len(items["reward"]):
-                self.replay.add(items)
+        store_fragment(self.writer, self.replay, batch)
         self.env_steps += batch.num_steps * batch.num_envs
         if cfg.prioritized:
             # Anneal the importance-sampling exponent to 1 (Schaul et al. 2016, sec. 3.4).

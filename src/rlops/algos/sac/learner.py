@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlops.algos.dqn.learner import Replay, Writer
+from rlops.algos.dqn.learner import Replay, Writer, store_fragment
 from rlops.algos.sac.config import SACConfig
 from rlops.algos.sac.loss import (
     SACBatch,
@@ -143,17 +143,7 @@ class SACLearner:
             ``replay/size``, ``charts/gradient_steps``, ``charts/policy_version``.
         """
         cfg = self.config
-        for t in range(batch.num_steps):
-            items = self.writer.add(
-                batch.observations[t],
-                batch.actions[t],
-                batch.rewards[t],
-                batch.next_observations[t],
-                batch.terminated[t],
-                batch.truncated[t],
-            )
-            if items is not None and len(items["reward"]):
-                self.replay.add(items)
+        store_fragment(self.writer, self.replay, batch)
         self.env_steps += batch.num_steps * batch.num_envs
         metrics: dict[str, float] = {}
         if self.env_steps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
