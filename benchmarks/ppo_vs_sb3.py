@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from _harness import median, rounded, sb3_eval_clock
 from rlops.algos.ppo import PPOConfig
 from rlops.runtime import (
     EnvConfig,
@@ -176,54 +176,7 @@ def run_rlops(seed: int, total_steps: int, threads: int) -> RunStats:
 def run_sb3(seed: int, total_steps: int, threads: int) -> RunStats:
     """Train SB3 PPO with the RL Zoo CartPole hyperparameters (``ppo.yml``)."""
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    class EvalClock(BaseCallback):
-        """Training clock that pauses while evaluating.
-
-        Evaluates at the first rollout start at or past each multiple of
-        ``EVAL_EVERY`` env steps, i.e. right after the update that crossed it,
-        the same point where rlops evaluates, plus once when training ends.
-        """
-
-        def __init__(self, eval_env: Any) -> None:
-            super().__init__()
-            self.eval_env = eval_env
-            self.next_eval = EVAL_EVERY
-            self.started = 0.0
-            self.eval_time = 0.0
-            self.train_time_s = 0.0
-            self.evals: list[tuple[int, float, float]] = []
-
-        def _on_training_start(self) -> None:
-            self.started = time.perf_counter()
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_start(self) -> None:
-            if self.num_timesteps >= self.next_eval:
-                self._evaluate()
-                self.next_eval = (self.num_timesteps // EVAL_EVERY + 1) * EVAL_EVERY
-
-        def _on_training_end(self) -> None:
-            self._evaluate()
-
-        def _evaluate(self) -> None:
-            paused = time.perf_counter()
-            self.train_time_s = paused - self.started - self.eval_time
-            returns, _ = evaluate_policy(
-                self.model,
-                self.eval_env,
-                n_eval_episodes=EVAL_EPISODES,
-                deterministic=True,
-                return_episode_rewards=True,
-            )
-            mean_return = float(statistics.fmean(returns))  # type: ignore[arg-type]
-            self.evals.append((self.num_timesteps, self.train_time_s, mean_return))
-            self.eval_time += time.perf_counter() - paused
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -244,7 +197,7 @@ def run_sb3(seed: int, total_steps: int, threads: int) -> RunStats:
         device="cpu",
         verbose=0,
     )
-    clock = EvalClock(eval_env)
+    clock = sb3_eval_clock(eval_env, EVAL_EVERY, EVAL_EPISODES)
     model.learn(total_timesteps=total_steps, callback=clock)
     wall = time.perf_counter() - start
     env.close()
@@ -253,14 +206,6 @@ def run_sb3(seed: int, total_steps: int, threads: int) -> RunStats:
 
 
 RUNNERS = {"rlops": run_rlops, "sb3": run_sb3}
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -318,14 +263,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": seeds,
         "threads": args.threads,
         "total_steps": total_steps,
-        "rlops_steps_per_s": _round(_median([r.steps_per_s for r in runs["rlops"]]), 1),
-        "sb3_steps_per_s": _round(_median([r.steps_per_s for r in runs["sb3"]]), 1),
-        "throughput_ratio": _round(_median(ratios), 3),
+        "rlops_steps_per_s": rounded(median([r.steps_per_s for r in runs["rlops"]]), 1),
+        "sb3_steps_per_s": rounded(median([r.steps_per_s for r in runs["sb3"]]), 1),
+        "throughput_ratio": rounded(median(ratios), 3),
         "throughput_ratio_per_seed": [round(x, 3) for x in ratios],
         "rlops_seeds_solved": len(solved["rlops"]),
         "sb3_seeds_solved": len(solved["sb3"]),
-        "rlops_s_to_475_median": _round(_median(solved["rlops"]), 2),
-        "sb3_s_to_475_median": _round(_median(solved["sb3"]), 2),
+        "rlops_s_to_475_median": rounded(median(solved["rlops"]), 2),
+        "sb3_s_to_475_median": rounded(median(solved["sb3"]), 2),
         "rlops_per_seed": [r.summary() for r in runs["rlops"]],
         "sb3_per_seed": [r.summary() for r in runs["sb3"]],
         "hyperparameters": {

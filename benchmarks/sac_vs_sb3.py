@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -58,6 +57,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from _harness import median, phase_seconds, rounded, sb3_eval_clock
 from rlops.algos.sac import SACConfig
 from rlops.runtime import (
     EnvConfig,
@@ -135,32 +135,13 @@ class RunStats:
             "train_time_s": round(self.train_time_s, 3),
             "wall_s": round(self.wall_s, 3),
             "steps_per_s": round(self.steps_per_s, 1),
-            "final_return": _round(self.final_return, 2),
-            "best_return": _round(self.best_return, 2),
+            "final_return": rounded(self.final_return, 2),
+            "best_return": rounded(self.best_return, 2),
             "evals": [[s, round(t, 3), round(r, 2)] for s, t, r in self.evals],
         }
         if self.phase_s:
             out["phase_s"] = {k: round(v, 3) for k, v in self.phase_s.items()}
         return out
-
-
-def _phase_seconds(metrics_path: Path) -> dict[str, float]:
-    """Sum ``perf/time_<phase>_s`` over a run's ``metrics.jsonl`` (one window per line)."""
-    totals: dict[str, float] = {}
-    if not metrics_path.is_file():
-        return totals
-    for line in metrics_path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(row, dict):
-            continue
-        for key, value in row.items():
-            if key.startswith("perf/time_") and key.endswith("_s") and value is not None:
-                phase = key[len("perf/time_") : -len("_s")]
-                totals[phase] = totals.get(phase, 0.0) + float(value)
-    return totals
 
 
 def run_rlops(seed: int, total_steps: int, threads: int) -> RunStats:
@@ -201,7 +182,7 @@ def run_rlops(seed: int, total_steps: int, threads: int) -> RunStats:
         start = time.perf_counter()
         result = train(cfg, out_dir=tmp)
         wall = time.perf_counter() - start
-        phases = _phase_seconds(Path(result.run_dir) / "metrics.jsonl")
+        phases = phase_seconds(Path(result.run_dir) / "metrics.jsonl")
     evals = [(e.env_steps, e.train_time_s, e.mean_return) for e in result.evaluations]
     # The final evaluation runs at the last step, so its train_time_s is the total.
     return RunStats("rlops", seed, result.env_steps, evals[-1][1], wall, evals, phases)
@@ -210,55 +191,7 @@ def run_rlops(seed: int, total_steps: int, threads: int) -> RunStats:
 def run_sb3(seed: int, total_steps: int, threads: int) -> RunStats:
     """Train SB3 SAC with the RL Zoo Pendulum hyperparameters (``sac.yml``)."""
     from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    class EvalClock(BaseCallback):
-        """Training clock that pauses while evaluating.
-
-        Evaluates at the first rollout start at or past each multiple of
-        ``EVAL_EVERY`` env steps, i.e. right after the gradient step that
-        followed the env step crossing it, the same point where rlops
-        evaluates, plus once when training ends.
-        """
-
-        def __init__(self, eval_env: Any) -> None:
-            super().__init__()
-            self.eval_env = eval_env
-            self.next_eval = EVAL_EVERY
-            self.started = 0.0
-            self.eval_time = 0.0
-            self.train_time_s = 0.0
-            self.evals: list[tuple[int, float, float]] = []
-
-        def _on_training_start(self) -> None:
-            self.started = time.perf_counter()
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_start(self) -> None:
-            if self.num_timesteps >= self.next_eval:
-                self._evaluate()
-                self.next_eval = (self.num_timesteps // EVAL_EVERY + 1) * EVAL_EVERY
-
-        def _on_training_end(self) -> None:
-            self._evaluate()
-
-        def _evaluate(self) -> None:
-            paused = time.perf_counter()
-            self.train_time_s = paused - self.started - self.eval_time
-            returns, _ = evaluate_policy(
-                self.model,
-                self.eval_env,
-                n_eval_episodes=EVAL_EPISODES,
-                deterministic=True,
-                return_episode_rewards=True,
-            )
-            mean_return = float(statistics.fmean(returns))  # type: ignore[arg-type]
-            self.evals.append((self.num_timesteps, self.train_time_s, mean_return))
-            self.eval_time += time.perf_counter() - paused
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -282,7 +215,7 @@ def run_sb3(seed: int, total_steps: int, threads: int) -> RunStats:
         device="cpu",
         verbose=0,
     )
-    clock = EvalClock(eval_env)
+    clock = sb3_eval_clock(eval_env, EVAL_EVERY, EVAL_EPISODES)
     model.learn(total_timesteps=total_steps, callback=clock)
     wall = time.perf_counter() - start
     env.close()
@@ -291,14 +224,6 @@ def run_sb3(seed: int, total_steps: int, threads: int) -> RunStats:
 
 
 RUNNERS = {"rlops": run_rlops, "sb3": run_sb3}
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -361,20 +286,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finals = {
         lib: [r.final_return for r in rs if r.final_return is not None] for lib, rs in runs.items()
     }
-    ratio = _median(ratios)
-    rlops_final = _median(finals["rlops"])
+    ratio = median(ratios)
+    rlops_final = median(finals["rlops"])
     result: dict[str, Any] = {
         "benchmark": "sac_vs_sb3",
         "env": ENV_ID,
         "seeds": seeds,
         "threads": args.threads,
         "total_steps": total_steps,
-        "rlops_steps_per_s": _round(_median([r.steps_per_s for r in runs["rlops"]]), 1),
-        "sb3_steps_per_s": _round(_median([r.steps_per_s for r in runs["sb3"]]), 1),
-        "throughput_ratio": _round(ratio, 3),
+        "rlops_steps_per_s": rounded(median([r.steps_per_s for r in runs["rlops"]]), 1),
+        "sb3_steps_per_s": rounded(median([r.steps_per_s for r in runs["sb3"]]), 1),
+        "throughput_ratio": rounded(ratio, 3),
         "throughput_ratio_per_seed": [round(x, 3) for x in ratios],
-        "rlops_final_return": _round(rlops_final, 2),
-        "sb3_final_return": _round(_median(finals["sb3"]), 2),
+        "rlops_final_return": rounded(rlops_final, 2),
+        "sb3_final_return": rounded(median(finals["sb3"]), 2),
         "targets": {
             "throughput_ratio": TARGET_RATIO,
             "rlops_final_return": TARGET_RETURN,
