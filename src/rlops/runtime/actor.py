@@ -14,6 +14,78 @@ from rlops.envs import VectorEnv, assert_finite_obs, final_observations
 from rlops.observability import PhaseTimer
 
 
+class EnvCursor:
+    """The env side both actors share: current observation, step count, RNG, checked steps.
+
+    Every step is validated the same way for every algorithm: non-finite
+    observations, rewards and final observations raise :class:`EnvError`
+    naming the sub-env and its step.
+
+    Args:
+        env: a same-step-autoreset vector env.
+        seed: seeds the actor's sampling RNG (:attr:`rng`).
+    """
+
+    def __init__(self, env: VectorEnv, seed: int) -> None:
+        self.env = env
+        self.rng = np.random.default_rng(seed)
+        self.obs: np.ndarray | None = None
+        self.steps = 0
+
+    def reset(self, seed: int) -> None:
+        """Reset the envs with ``seed``."""
+        obs, _ = self.env.reset(seed=seed)
+        assert_finite_obs(np.asarray(obs), 0)
+        self.obs = np.asarray(obs, dtype=np.float32).reshape(self.env.num_envs, -1)
+
+    def step(
+        self, actions: np.ndarray, timer: PhaseTimer
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step the env, check what it returned, and advance :attr:`obs`.
+
+        Returns:
+            ``(next_obs [N, obs_dim] f32, rewards [N] f32, terminated [N] bool,
+            truncated [N] bool, ended [K] indices, final_obs [K, obs_dim] f32)``
+            where ``ended`` are the sub-envs whose episode ended and
+            ``final_obs`` their last observations (``next_obs`` already holds
+            the first observation of their next episode).
+        """
+        n = self.env.num_envs
+        timer.start("env")
+        next_obs, rewards, terminated, truncated, info = self.env.step(actions)
+        timer.stop("env")
+        self.steps += n
+        step = self.steps // n  # per-sub-env step count, as users count steps
+        next_obs = np.asarray(next_obs, dtype=np.float32).reshape(n, -1)
+        assert_finite_obs(next_obs, step)
+        rewards = np.array(rewards, dtype=np.float32)  # a copy: actors add bootstraps to it
+        assert_finite_obs(rewards, step, name="reward")
+        terminated = np.asarray(terminated, dtype=bool)
+        truncated = np.asarray(truncated, dtype=bool)
+        ended = np.flatnonzero(np.logical_or(terminated, truncated))
+        final = np.zeros((0, next_obs.shape[1]), dtype=np.float32)
+        if ended.size:
+            final = final_observations(info, ended).astype(np.float32).reshape(len(ended), -1)
+            assert_finite_obs(final, step, name="final observation", env_ids=ended)
+        self.obs = next_obs
+        return next_obs, rewards, terminated, truncated, ended, final
+
+    def state_dict(self) -> dict[str, Any]:
+        """Sampling RNG, current observation and step count (env state is saved separately)."""
+        return {
+            "rng": self.rng.bit_generator.state,
+            "obs": None if self.obs is None else self.obs.copy(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.rng.bit_generator.state = state["rng"]
+        if state.get("obs") is not None:
+            self.obs = np.asarray(state["obs"], dtype=np.float32)
+        self.steps = int(state["steps"])
+
+
 class RolloutActor:
     """Collects ``n_steps`` x ``num_envs`` fragments with the newest weights.
 
@@ -39,14 +111,13 @@ class RolloutActor:
         timer: PhaseTimer,
     ) -> None:
         self.env = env
+        self.cursor = EnvCursor(env, seed)
         self.spec = spec
         self.n_steps = n_steps
         self.gamma = gamma
         self.timer = timer
-        self.rng = np.random.default_rng(seed)
         self.net: NumpyActorCritic | None = None
         self.version = 0
-        self.steps = 0
         n = env.num_envs
         act_space = env.single_action_space
         self._box = act_space if isinstance(act_space, spaces.Box) else None
@@ -60,13 +131,10 @@ class RolloutActor:
         self._values = np.zeros((n_steps, n), dtype=np.float32)
         self._rewards = np.zeros((n_steps, n), dtype=np.float32)
         self._dones = np.zeros((n_steps, n), dtype=np.float32)
-        self.obs: np.ndarray | None = None
 
     def reset(self, seed: int) -> None:
         """Reset the envs with ``seed``; the first fragment starts from there."""
-        obs, _ = self.env.reset(seed=seed)
-        assert_finite_obs(obs, 0)
-        self.obs = np.asarray(obs, dtype=np.float32).reshape(self.env.num_envs, -1)
+        self.cursor.reset(seed)
 
     def update(self, version: int, variables: Mapping[str, np.ndarray]) -> None:
         """Install weights ``variables`` published as ``version``."""
@@ -79,44 +147,34 @@ class RolloutActor:
         Raises:
             EnvError: if an env returns a non-finite observation (names env index and step).
         """
-        net, obs = self.net, self.obs
+        net, obs, cursor = self.net, self.cursor.obs, self.cursor
         if net is None or obs is None:
             raise RuntimeError("RolloutActor: call reset() and update() before collect()")
-        env, timer, n = self.env, self.timer, self.env.num_envs
+        timer = self.timer
         for t in range(self.n_steps):
             timer.start("forward")
-            actions, logp, values = net.sample_with_value(obs, self.rng)
+            actions, logp, values = net.sample_with_value(obs, cursor.rng)
             timer.stop("forward")
             if self._box is None:
                 env_actions = actions + self._start if self._start else actions
             else:
                 env_actions = np.clip(actions, self._box.low, self._box.high)
-
-            timer.start("env")
-            next_obs, rewards, terminated, truncated, info = env.step(env_actions)
-            timer.stop("env")
-            self.steps += n
-            step = self.steps // n  # per-sub-env step count, as users count steps
-            assert_finite_obs(next_obs, step)
-            rewards = np.asarray(rewards, dtype=np.float32)
-            assert_finite_obs(rewards, step, name="reward")
-            bootstrap = np.logical_and(truncated, np.logical_not(terminated))
-            if bootstrap.any():
-                idx = np.flatnonzero(bootstrap)
-                final = final_observations(info, idx).astype(np.float32).reshape(len(idx), -1)
-                assert_finite_obs(final, step, name="final observation", env_ids=idx)
-                timer.start("forward")
-                rewards = rewards.copy()
-                rewards[idx] += self.gamma * net.value(final)
-                timer.stop("forward")
+            next_obs, rewards, terminated, truncated, ended, final = cursor.step(env_actions, timer)
+            if ended.size:
+                # Bootstrap truncated, not terminated, episodes here, where the
+                # final observation is at hand (Pardo et al. 2018).
+                bootstrap = truncated[ended] & ~terminated[ended]
+                if bootstrap.any():
+                    timer.start("forward")
+                    rewards[ended[bootstrap]] += self.gamma * net.value(final[bootstrap])
+                    timer.stop("forward")
             self._obs[t] = obs
             self._actions[t] = actions
             self._logp[t] = logp
             self._values[t] = values
             self._rewards[t] = rewards
             self._dones[t] = np.logical_or(terminated, truncated)
-            obs = np.asarray(next_obs, dtype=np.float32).reshape(n, -1)
-        self.obs = obs
+            obs = next_obs
         timer.start("forward")
         last_values = net.value(obs)
         timer.stop("forward")
@@ -132,19 +190,12 @@ class RolloutActor:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Sampling RNG, current observation and step count (env state is saved separately)."""
-        return {
-            "rng": self.rng.bit_generator.state,
-            "obs": None if self.obs is None else self.obs.copy(),
-            "steps": self.steps,
-        }
+        """The env cursor's state (env state itself is saved separately)."""
+        return self.cursor.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""
-        self.rng.bit_generator.state = state["rng"]
-        if state.get("obs") is not None:
-            self.obs = np.asarray(state["obs"], dtype=np.float32)
-        self.steps = int(state["steps"])
+        self.cursor.load_state_dict(state)
 
 
 ExplorationPolicy = Callable[[np.ndarray, np.random.Generator, int], np.ndarray]
@@ -178,21 +229,17 @@ class TransitionActor:
         action_offset: int = 0,
     ) -> None:
         self.env = env
+        self.cursor = EnvCursor(env, seed)
         self.action_offset = action_offset
         self.n_steps = n_steps
         self.timer = timer
         self.make_policy = make_policy
-        self.rng = np.random.default_rng(seed)
         self.policy: ExplorationPolicy | None = None
         self.version = 0
-        self.steps = 0
-        self.obs: np.ndarray | None = None
 
     def reset(self, seed: int) -> None:
         """Reset the envs with ``seed``."""
-        obs, _ = self.env.reset(seed=seed)
-        assert_finite_obs(np.asarray(obs), 0)
-        self.obs = np.asarray(obs, dtype=np.float32).reshape(self.env.num_envs, -1)
+        self.cursor.reset(seed)
 
     def update(self, version: int, variables: Mapping[str, np.ndarray]) -> None:
         """Install weights ``variables`` published as ``version``."""
@@ -205,42 +252,29 @@ class TransitionActor:
         Raises:
             EnvError: on a non-finite observation, final observation or reward.
         """
-        policy, obs = self.policy, self.obs
+        policy, obs, cursor = self.policy, self.cursor.obs, self.cursor
         if policy is None or obs is None:
             raise RuntimeError("TransitionActor: call reset() and update() before collect()")
-        env, timer, n = self.env, self.timer, self.env.num_envs
+        timer = self.timer
         observations, actions, rewards, next_obs, terminated, truncated = [], [], [], [], [], []
         for _ in range(self.n_steps):
             timer.start("forward")
-            action = policy(obs, self.rng, self.steps)
+            action = policy(obs, cursor.rng, cursor.steps)
             timer.stop("forward")
-            timer.start("env")
-            nxt, reward, term, trunc, info = env.step(
-                action + self.action_offset if self.action_offset else action
+            nxt, reward, term, trunc, ended, final = cursor.step(
+                action + self.action_offset if self.action_offset else action, timer
             )
-            timer.stop("env")
-            self.steps += n
-            step = self.steps // n
-            nxt = np.asarray(nxt, dtype=np.float32).reshape(n, -1)
-            assert_finite_obs(nxt, step)
-            reward = np.asarray(reward, dtype=np.float32)
-            assert_finite_obs(reward, step, name="reward")
-            done = np.logical_or(term, trunc)
             target = nxt
-            if done.any():
-                idx = np.flatnonzero(done)
-                final = final_observations(info, idx).astype(np.float32).reshape(len(idx), -1)
-                assert_finite_obs(final, step, name="final observation", env_ids=idx)
+            if ended.size:
                 target = nxt.copy()
-                target[idx] = final
+                target[ended] = final
             observations.append(obs)
             actions.append(np.asarray(action))
             rewards.append(reward)
             next_obs.append(target)
-            terminated.append(np.asarray(term, dtype=bool))
-            truncated.append(np.asarray(trunc, dtype=bool))
+            terminated.append(term)
+            truncated.append(trunc)
             obs = nxt
-        self.obs = obs
         return Transitions(
             observations=np.stack(observations),
             actions=np.stack(actions),
@@ -252,16 +286,9 @@ class TransitionActor:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Exploration RNG, current observation and step count."""
-        return {
-            "rng": self.rng.bit_generator.state,
-            "obs": None if self.obs is None else self.obs.copy(),
-            "steps": self.steps,
-        }
+        """The env cursor's state (exploration RNG, observation, step count)."""
+        return self.cursor.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""
-        self.rng.bit_generator.state = state["rng"]
-        if state.get("obs") is not None:
-            self.obs = np.asarray(state["obs"], dtype=np.float32)
-        self.steps = int(state["steps"])
+        self.cursor.load_state_dict(state)
