@@ -71,9 +71,14 @@ def test_envs_lists_builtin_ids(workdir: Path) -> None:
     proc = run_rlops("envs", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     ids = [line.split()[0] for line in proc.stdout.splitlines()]
-    assert ids == ["rlops/CartPole-v1", "rlops/Pendulum-v1", "gym:<id>"]
+    builtin = ["rlops/CartPole-v1", "rlops/CartPoleCrashing-v0", "rlops/Pendulum-v1"]
+    assert ids == [*builtin, "gym:<id>"]
     as_json = json.loads(run_rlops("envs", "--json", cwd=workdir).stdout)
-    assert [e["id"] for e in as_json] == ["rlops/CartPole-v1", "rlops/Pendulum-v1"]
+    assert [e["id"] for e in as_json] == [
+        "rlops/CartPole-v1",
+        "rlops/CartPoleCrashing-v0",
+        "rlops/Pendulum-v1",
+    ]
     assert all(e["description"] for e in as_json)
 
 

@@ -11,11 +11,24 @@
 * :class:`InjectNonFinite`: a wrapper that puts NaN/Inf into a reward or a
   ``final_obs`` entry (outputs the observation checks do not see).
 * :class:`TruncateAt`: a wrapper that truncates one chosen sub-env at one step.
+* :class:`CrashingCartPole`: rlops' CartPole that raises :class:`EnvCrash` or
+  hangs on purpose (configured by :class:`CrashConfig`), for fault-tolerance
+  tests of actor runtimes (RLlib's ``CartPoleCrashing``); registered with rlops
+  as ``rlops/CartPoleCrashing-v0``, so a YAML config can use it::
+
+      env: {id: rlops/CartPoleCrashing-v0, num_envs: 4,
+            kwargs: {p_crash_step: 0.0005, p_crash_reset: 0.005}}
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+import difflib
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -25,14 +38,23 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from rlops.core.config import check
+from rlops.core.errors import ConfigError, EnvError
+from rlops.envs.classic import CartPoleParams, CartPoleVectorEnv
+
 __all__ = [
     "NAN_CARTPOLE_ID",
+    "CrashConfig",
+    "CrashingCartPole",
+    "EnvCrash",
     "Fault",
     "FaultyVectorEnv",
     "InjectNonFinite",
     "NaNCartPole",
     "TruncateAt",
     "Where",
+    "actor_processes",
+    "make_crashing_cartpole",
 ]
 
 NAN_CARTPOLE_ID = "NaNCartPole-v0"
@@ -306,3 +328,329 @@ class TruncateAt(gym.vector.VectorWrapper):
             mask[self.env_index] = True
             info = {**info, "final_obs": np.array(obs, copy=True), "_final_obs": mask}
         return obs, rewards, terminations, truncations, info
+
+
+# --------------------------------------------------------------------------- crashing CartPole
+
+
+class EnvCrash(RuntimeError):
+    """An env failure injected on purpose by :class:`CrashingCartPole`.
+
+    Deliberately *not* an :class:`rlops.core.errors.RlopsError`: it stands in for a
+    bug in a third-party simulator, which a fault-tolerant runtime must survive
+    (restart the actor) rather than report as a user error. It carries only its
+    message, so it pickles across process boundaries unchanged.
+    """
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CrashConfig:
+    """What :class:`CrashingCartPole` does wrong, and how often (defaults: nothing).
+
+    Probabilities are per draw from the env's fault generator (see
+    :class:`CrashingCartPole` for how it is seeded).
+
+    >>> CrashConfig(p_crash_step=0.0005).p_crash_reset
+    0.0
+    >>> CrashConfig(p_crash_step=1.5)
+    Traceback (most recent call last):
+    ...
+    rlops.core.errors.ConfigError: p_crash_step: must be in [0, 1], got 1.5
+    """
+
+    p_crash_step: float = 0.0
+    """Probability, per sub-env and per ``step()``, that the step raises :class:`EnvCrash`
+    (a vector step of ``N`` sub-envs crashes with probability ``1 - (1 - p)^N``)."""
+    p_crash_reset: float = 0.0
+    """Probability, per ``reset()`` call, that the reset raises :class:`EnvCrash`."""
+    p_hang_step: float = 0.0
+    """Probability, per ``step()``, that the step sleeps ``hang_s`` seconds before returning."""
+    hang_s: float = 0.0
+    """Seconds a hung step sleeps; must be > 0 when ``p_hang_step > 0``."""
+    crash_after_steps: int = 0
+    """Raise :class:`EnvCrash` on exactly the ``k``-th ``step()`` after each reset; 0 = off."""
+    hang_on_reset_s: float = 0.0
+    """Seconds every ``reset()`` sleeps before resetting (a hung actor start); 0 = off."""
+
+    def __post_init__(self) -> None:
+        for name in ("p_crash_step", "p_crash_reset", "p_hang_step"):
+            value = getattr(self, name)
+            check(
+                _is_real(value) and 0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value!r}"
+            )
+        for name in ("hang_s", "hang_on_reset_s"):
+            value = getattr(self, name)
+            check(_is_real(value) and value >= 0.0, name, f"must be seconds >= 0, got {value!r}")
+        check(
+            not self.p_hang_step or self.hang_s > 0.0,
+            "hang_s",
+            f"must be > 0 when p_hang_step > 0 (seconds a hung step sleeps), got {self.hang_s!r}",
+        )
+        steps = self.crash_after_steps
+        check(
+            isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0,
+            "crash_after_steps",
+            f"must be an int >= 0 (0 = off), got {steps!r}",
+        )
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_FAULT_STREAM: Final = 0x0FA017
+"""Mixed into the fault generator's seed so fault draws are independent of the
+dynamics stream that the same ``reset(seed=...)`` seeds."""
+
+
+def _fault_rng(entropy: int) -> np.random.Generator:
+    return np.random.default_rng([_FAULT_STREAM, entropy])
+
+
+def _sleep(seconds: float) -> None:
+    # time.sleep may wake early on some platforms; loop to a monotonic deadline so
+    # a "hang of s seconds" is never shorter than s.
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(left)
+
+
+Ints = npt.NDArray[np.integer[Any]]
+
+
+class CrashingCartPole(gym.vector.VectorWrapper[F32, Ints, F32, Ints, npt.NDArray[Any]]):
+    """:class:`~rlops.envs.CartPoleVectorEnv` that crashes or hangs on purpose.
+
+    Spaces, dynamics, same-step autoreset and ``info["final_obs"]`` are those of
+    the wrapped ``CartPoleVectorEnv``: with the default :class:`CrashConfig` the
+    outputs are bit-identical to it for the same seed and actions. Faults:
+
+    * ``step()``: increments the step counter (restarted by every successful
+      ``reset()``), then raises :class:`EnvCrash` if the counter equals
+      ``crash_after_steps`` or if any sub-env draws a crash with probability
+      ``p_crash_step``; the cart-poles are not stepped then, and the env may keep
+      stepping afterwards. Otherwise it steps the cart-poles and, with probability
+      ``p_hang_step``, sleeps ``hang_s`` seconds before returning.
+    * ``reset()``: sleeps ``hang_on_reset_s`` seconds, then raises with
+      probability ``p_crash_reset`` (leaving the cart-poles as they were).
+
+    Fault randomness comes from the env's own ``numpy.random.Generator``, separate
+    from the dynamics generator: ``reset(seed=s)`` reseeds it from ``s`` (so
+    actors seeded differently crash at different steps, and the same seed gives
+    the same crash steps); before the first seeded reset it is seeded from
+    ``os.getpid()`` (so unseeded envs in different processes differ, while two
+    unseeded envs in one process share a fault stream). ``reset(seed=s)`` is
+    therefore deterministic: with ``p_crash_reset`` in (0, 1), retrying a crashed
+    reset with the same seed crashes again; retry with another seed or ``None``.
+
+    Args:
+        num_envs: number of sub-envs ``N``.
+        crash: the faults to inject; defaults to none.
+        params: CartPole physical constants; defaults to Gymnasium CartPole-v1.
+
+    Raises:
+        EnvError: if ``num_envs < 1``.
+
+    >>> env = CrashingCartPole(2, crash=CrashConfig(crash_after_steps=2))
+    >>> _ = env.reset(seed=0)
+    >>> _ = env.step(np.array([0, 1]))
+    >>> env.step(np.array([0, 1]))
+    Traceback (most recent call last):
+    ...
+    rlops.testing.EnvCrash: CrashingCartPole: injected crash at step 2 (crash_after_steps=2)
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        crash: CrashConfig | None = None,
+        params: CartPoleParams | None = None,
+    ) -> None:
+        self._cartpole = CartPoleVectorEnv(num_envs, params=params)
+        super().__init__(self._cartpole)
+        self.crash = CrashConfig() if crash is None else crash
+        self.params = self._cartpole.params
+        self._fault_rng = _fault_rng(os.getpid())
+        self._draws = np.empty(self.num_envs, dtype=np.float64)
+        self._steps = 0
+        self._ready = False
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[F32, dict[str, Any]]:
+        """Reset every sub-env, maybe after hanging, maybe crashing instead.
+
+        Args:
+            seed: reseeds both the dynamics and the fault generator; ``None``
+                continues both.
+            options: must be ``None`` or empty (as for ``CartPoleVectorEnv``).
+
+        Returns:
+            ``(obs [N, 4] float32, {})``.
+
+        Raises:
+            EnvCrash: with probability ``p_crash_reset``.
+            EnvError: if ``options`` is not empty.
+        """
+        if seed is not None:
+            self._fault_rng = _fault_rng(seed)
+        c = self.crash
+        if c.hang_on_reset_s > 0.0:
+            _sleep(c.hang_on_reset_s)
+        if c.p_crash_reset > 0.0 and self._fault_rng.random() < c.p_crash_reset:
+            raise EnvCrash(
+                f"CrashingCartPole: injected crash in reset() (p_crash_reset={c.p_crash_reset})"
+            )
+        obs, info = self._cartpole.reset(seed=seed, options=options)
+        self._steps = 0
+        self._ready = True
+        return obs, info
+
+    def step(self, actions: Ints) -> tuple[F32, npt.NDArray[Any], Any, Any, dict[str, Any]]:
+        """Step every cart-pole (see ``CartPoleVectorEnv.step``), maybe crashing or hanging.
+
+        Raises:
+            EnvCrash: on the ``crash_after_steps``-th step after a reset, or with
+                probability ``p_crash_step`` per sub-env.
+            EnvError: if called before :meth:`reset`, or on invalid actions.
+        """
+        if not self._ready:
+            return self._cartpole.step(actions)  # raises EnvError("... before reset() ...")
+        self._steps += 1
+        c = self.crash
+        if self._steps == c.crash_after_steps:
+            raise EnvCrash(
+                f"CrashingCartPole: injected crash at step {self._steps} "
+                f"(crash_after_steps={c.crash_after_steps})"
+            )
+        if c.p_crash_step > 0.0:
+            self._fault_rng.random(out=self._draws)
+            hit = np.flatnonzero(self._draws < c.p_crash_step)
+            if hit.size:
+                raise EnvCrash(
+                    f"CrashingCartPole: injected crash at step {self._steps} in sub-env "
+                    f"{hit[0]} (p_crash_step={c.p_crash_step})"
+                )
+        result = self._cartpole.step(actions)
+        if c.p_hang_step > 0.0 and self._fault_rng.random() < c.p_hang_step:
+            _sleep(c.hang_s)
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly, fault draws included.
+
+        Returns:
+            ``{"cartpole": CartPoleVectorEnv.state_dict(), "fault_rng": dict,
+            "steps": int}``: ``fault_rng`` is the fault generator's
+            ``bit_generator.state`` and ``steps`` the step counter since the
+            last reset (JSON-serialisable).
+
+        Raises:
+            EnvError: if called before :meth:`reset`.
+        """
+        return {
+            "cartpole": self._cartpole.state_dict(),
+            "fault_rng": self._fault_rng.bit_generator.state,
+            "steps": self._steps,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`.
+
+        Raises:
+            EnvError: on missing keys, a state the wrapped ``CartPoleVectorEnv``
+                rejects, a fault generator that is not PCG64, or a bad step count.
+        """
+        owner = type(self).__name__
+        missing = {"cartpole", "fault_rng", "steps"} - set(state)
+        if missing:
+            raise EnvError(f"{owner}.load_state_dict: missing keys {sorted(missing)}")
+        rng_state = state["fault_rng"]
+        name = rng_state.get("bit_generator") if isinstance(rng_state, Mapping) else None
+        if name != "PCG64":
+            raise EnvError(
+                f"{owner}.load_state_dict: 'fault_rng' must be a PCG64 bit_generator.state "
+                f"dict, got bit_generator {name!r}"
+            )
+        steps = state["steps"]
+        if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 0:
+            raise EnvError(f"{owner}.load_state_dict: 'steps' must be an int >= 0, got {steps!r}")
+        self._cartpole.load_state_dict(state["cartpole"])
+        bit_generator = np.random.PCG64()
+        rng_copy: Any = dict(rng_state)  # numpy types it as a TypedDict; checked above
+        bit_generator.state = rng_copy
+        self._fault_rng = np.random.Generator(bit_generator)
+        self._steps = int(steps)
+        self._ready = True
+
+
+def make_crashing_cartpole(
+    num_envs: int = 1,
+    *,
+    crash: CrashConfig | None = None,
+    params: CartPoleParams | None = None,
+    **fields: Any,
+) -> CrashingCartPole:
+    """Build a :class:`CrashingCartPole` from flat keyword arguments (a config's ``env.kwargs``).
+
+    This is the factory behind ``make_vec("rlops/CartPoleCrashing-v0", ...)``.
+
+    Args:
+        num_envs: number of sub-envs.
+        crash: base fault config; ``fields`` naming its fields override it.
+        params: base CartPole constants; ``fields`` naming its fields override them.
+        **fields: fields of :class:`CrashConfig` (``p_crash_step``, ...) or of
+            :class:`~rlops.envs.CartPoleParams` (``gravity``, ...).
+
+    Returns:
+        The env, not yet reset.
+
+    Raises:
+        ConfigError: on an unknown field or a value :class:`CrashConfig` rejects.
+        EnvError: on a value :class:`~rlops.envs.CartPoleParams` rejects.
+
+    >>> env = make_crashing_cartpole(2, p_crash_step=0.0005, gravity=9.81)
+    >>> env.crash.p_crash_step, env.params.gravity
+    (0.0005, 9.81)
+    """
+    crash_names = {f.name for f in dataclasses.fields(CrashConfig)}
+    params_names = {f.name for f in dataclasses.fields(CartPoleParams)}
+    unknown = sorted(set(fields) - crash_names - params_names)
+    if unknown:
+        known = sorted(crash_names | params_names)
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"{unknown[0]}: unknown CrashingCartPole kwarg{hint}; known: CrashConfig fields "
+            f"{sorted(crash_names)} and CartPoleParams fields {sorted(params_names)}"
+        )
+    crash_fields = {k: v for k, v in fields.items() if k in crash_names}
+    params_fields = {k: v for k, v in fields.items() if k in params_names}
+    crash = dataclasses.replace(crash or CrashConfig(), **crash_fields)
+    params = dataclasses.replace(params or CartPoleParams(), **params_fields)
+    return CrashingCartPole(num_envs, crash=crash, params=params)
+
+
+def actor_processes(parent: int | None = None) -> list[int]:
+    """PIDs of live rlops actor processes whose parent is ``parent`` (default: this process).
+
+    Reads ``/proc`` (Linux), so tests can check that no actor outlives its run
+    and can SIGKILL one mid-run.
+    """
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if ppid == parent and state != "Z" and b"rlops.runtime._actor_main" in cmdline:
+            found.append(int(entry))
+    return sorted(found)

@@ -3,7 +3,8 @@
 Two kinds of id reach :func:`make_vec`:
 
 * ``rlops/<Name>-v<N>``: an env registered here with :func:`register` (the
-  built-ins are ``rlops/CartPole-v1`` and ``rlops/Pendulum-v1``);
+  built-ins are ``rlops/CartPole-v1``, ``rlops/Pendulum-v1`` and, for
+  fault-tolerance tests, ``rlops/CartPoleCrashing-v0``);
 * ``gym:<id>``: any Gymnasium id, built with ``gymnasium.make_vec`` as a
   ``SyncVectorEnv`` in same-step autoreset mode. Gymnasium's ``module:EnvId``
   syntax works inside, e.g. ``gym:rlops.testing:NaNCartPole-v0`` imports
@@ -257,4 +258,23 @@ register(
     _params_factory(PendulumVectorEnv, PendulumParams),
     "Torque-limited pendulum swing-up, numpy-batched; same dynamics as Gymnasium "
     "Pendulum-v1 (Box(-2, 2, (1,)), 200-step limit)",
+)
+
+
+def _crashing_cartpole(num_envs: int, **kwargs: Any) -> AnyVectorEnv:
+    """``rlops.testing.make_crashing_cartpole``, imported on first use.
+
+    ``rlops.testing`` is test-only code (it imports this package itself), so
+    ``import rlops.envs`` must not import it.
+    """
+    from rlops.testing import make_crashing_cartpole
+
+    return make_crashing_cartpole(num_envs, **kwargs)
+
+
+register(
+    "rlops/CartPoleCrashing-v0",
+    _crashing_cartpole,
+    "rlops/CartPole-v1 that raises or hangs on purpose, for fault-tolerance tests "
+    "(kwargs: rlops.testing.CrashConfig fields, e.g. p_crash_step=0.0005)",
 )
