@@ -159,7 +159,10 @@ def test_unknown_algorithm_name_lists_choices() -> None:
             "algo.activation=gelu",
             "algo.activation: 'gelu' is not allowed; choose one of 'tanh', 'relu'",
         ),
-        ("runtime.backend=ray", "runtime.backend: 'ray' is not allowed; choose one of 'inline'"),
+        (
+            "runtime.backend=rey",
+            "runtime.backend: 'rey' is not allowed; choose one of 'inline', 'process', 'ray'",
+        ),
         ("env.normalize_obs=1", "env.normalize_obs: expected true or false, got 1"),
         ("env.id=5", "env.id: expected a string, got 5"),
         ("algo.hidden_sizes=32", "algo.hidden_sizes: expected a list, got 32"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Literal
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +13,7 @@ from rlops.algos.ppo import ActorCritic, PPOConfig, PPOLearner, ppo_loss
 from rlops.algos.ppo.loss import ppo_loss_grads
 from rlops.artifacts import NetworkSpec, NumpyActorCritic
 from rlops.core.batch import Rollout
+from rlops.core.errors import ConfigError
 
 
 def _spec(head: str, activation: str = "tanh") -> NetworkSpec:
@@ -213,3 +217,139 @@ def test_learner_and_actor_satisfy_the_core_interfaces() -> None:
     assert (batch.num_steps, batch.num_envs, batch.policy_version) == (8, 2, 0)
     learner.step(batch)
     assert learner.get_variables()[0] == 1
+
+
+def _stale(learner: PPOLearner, batch: Rollout, version: int) -> Rollout:
+    """``batch`` tagged as collected by weights ``version`` after ``learner`` moved on."""
+    assert learner.version > version
+    return dataclasses.replace(batch, policy_version=version)
+
+
+def _with_correction(cfg: PPOConfig, correction: Literal["vtrace", "none"]) -> PPOConfig:
+    """``cfg`` with ``off_policy_correction`` set."""
+    return dataclasses.replace(cfg, off_policy_correction=correction)
+
+
+@pytest.mark.parametrize("with_last_obs", [True, False])
+def test_stale_fragment_takes_the_vtrace_path(with_last_obs: bool) -> None:
+    cfg = PPOConfig(n_steps=16, minibatch_size=16, n_epochs=4, lr=0.01)
+    learners = {
+        "vtrace": PPOLearner(_with_correction(cfg, "vtrace"), _spec("categorical"), 10_000, 0),
+        "none": PPOLearner(_with_correction(cfg, "none"), _spec("categorical"), 10_000, 0),
+    }
+    for learner in learners.values():
+        for k in range(3):
+            learner.step(dataclasses.replace(_rollout(k), policy_version=learner.version))
+    batch = _rollout(7)
+    if with_last_obs:
+        last_obs = np.random.default_rng(8).normal(size=(4, 5)).astype(np.float32)
+        batch = dataclasses.replace(batch, last_observations=last_obs)
+    before = learners["vtrace"].get_variables()[1]
+    metrics = learners["vtrace"].step(_stale(learners["vtrace"], batch, 0))
+    plain = learners["none"].step(_stale(learners["none"], batch, 0))
+
+    assert metrics["charts/fragment_lag"] == plain["charts/fragment_lag"] == 3.0
+    for key in ("losses/vtrace_rho_mean", "losses/vtrace_rho_clipped_frac", "losses/policy"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["losses/vtrace_rho_mean"] > 0
+    assert 0.0 < metrics["losses/vtrace_rho_clipped_frac"] < 1.0
+    assert "losses/vtrace_rho_mean" not in plain
+    after = learners["vtrace"].get_variables()[1]
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+    # The correction changed the update: same start, same data, different weights.
+    uncorrected = learners["none"].get_variables()[1]
+    assert any(not np.allclose(after[k], uncorrected[k]) for k in after)
+
+
+@pytest.mark.parametrize("head", ["categorical", "gaussian"])
+def test_stale_fragment_of_an_unchanged_policy_matches_plain_ppo(head: str) -> None:
+    # If the behaviour policy is the current one (rho = 1), the ratio is taken
+    # against the same log-probs and, with lambda = 1, V-trace's vs and
+    # pg_advantages (r_t + gamma * vs_{t+1} - V_t, eq. 4) are GAE's returns and
+    # advantages (for lambda < 1 pg_advantages is not GAE(lambda)): the two paths
+    # agree up to float rounding of the recomputed log-probs and values.
+    spec = _spec(head)
+    cfg = PPOConfig(n_steps=16, minibatch_size=16, n_epochs=3, lr=1e-3, clip_vf=0.2, gae_lambda=1.0)
+    fresh, stale = PPOLearner(cfg, spec, 10_000, 0), PPOLearner(cfg, spec, 10_000, 0)
+    batch = _rollout(3)
+    if head == "gaussian":
+        rng = np.random.default_rng(3)
+        batch = dataclasses.replace(batch, actions=rng.normal(size=(16, 4, 2)).astype(np.float32))
+    with torch.no_grad():
+        obs = torch.from_numpy(batch.observations.reshape(64, 5))
+        acts = torch.from_numpy(batch.actions.reshape(64, *batch.actions.shape[2:]))
+        logp, _, values = fresh.net.evaluate(obs, acts.long() if head == "categorical" else acts)
+    batch = dataclasses.replace(
+        batch,
+        log_probs=logp.numpy().reshape(16, 4),
+        values=values.numpy().reshape(16, 4),
+        last_values=np.random.default_rng(4).normal(size=4).astype(np.float32),
+    )
+    stale.version = 2  # as if it had published twice without its weights changing
+    m_fresh = fresh.step(batch)
+    m_stale = stale.step(dataclasses.replace(batch, policy_version=1))
+    assert m_stale["losses/vtrace_rho_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert m_stale["losses/vtrace_rho_clipped_frac"] <= 0.1  # rho = 1 +- rounding
+    for key in ("losses/policy", "losses/value", "losses/explained_variance"):
+        assert m_stale[key] == pytest.approx(m_fresh[key], rel=1e-3, abs=1e-5), key
+    w_fresh, w_stale = fresh.get_variables()[1], stale.get_variables()[1]
+    for k in w_fresh:
+        np.testing.assert_allclose(w_stale[k], w_fresh[k], rtol=1e-3, atol=1e-5, err_msg=k)
+
+
+def test_fresh_fragment_ignores_off_policy_correction() -> None:
+    spec = _spec("categorical")
+    cfg = PPOConfig(n_steps=16, minibatch_size=16, n_epochs=2)
+    learners = [
+        PPOLearner(_with_correction(cfg, "vtrace"), spec, 10_000, 0),
+        PPOLearner(_with_correction(cfg, "none"), spec, 10_000, 0),
+    ]
+    for k in range(3):
+        metrics = [
+            learner.step(dataclasses.replace(_rollout(k), policy_version=learner.version))
+            for learner in learners
+        ]
+        assert metrics[0] == pytest.approx(metrics[1], nan_ok=True)
+        assert metrics[0]["charts/fragment_lag"] == 0.0
+        assert "losses/vtrace_rho_mean" not in metrics[0]
+    wa, wb = learners[0].get_variables()[1], learners[1].get_variables()[1]
+    for name in wa:
+        np.testing.assert_array_equal(wa[name], wb[name])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"off_policy_correction": "foo"}, "algo.off_policy_correction"),
+        ({"vtrace_rho_bar": -1.0}, "algo.vtrace_rho_bar"),
+        ({"vtrace_rho_bar": 0.0}, "algo.vtrace_rho_bar"),
+        ({"vtrace_c_bar": 0.0}, "algo.vtrace_c_bar"),
+        ({"vtrace_rho_bar": 1.0, "vtrace_c_bar": 2.0}, "algo.vtrace_c_bar"),
+    ],
+)
+def test_config_rejects_bad_off_policy_settings(kwargs: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        PPOConfig(**kwargs)
+
+
+def test_actor_fragment_carries_its_last_observation() -> None:
+    from rlops.envs import make_vec
+    from rlops.observability import PhaseTimer
+    from rlops.runtime import RolloutActor
+
+    spec = NetworkSpec(
+        obs_dim=4, act_dim=2, hidden_sizes=(8,), activation="tanh", head="categorical"
+    )
+    learner = PPOLearner(PPOConfig(n_steps=8, minibatch_size=16), spec, 1000, 0)
+    actor = RolloutActor(make_vec("rlops/CartPole-v1", 2), spec, 8, 0.99, 0, PhaseTimer())
+    actor.reset(seed=0)
+    actor.update(*learner.get_variables())
+    batch = actor.collect()
+    assert batch.last_observations is not None
+    assert batch.last_observations.shape == (2, 4)
+    net = NumpyActorCritic(spec, learner.get_variables()[1])
+    np.testing.assert_allclose(
+        net.value(batch.last_observations), batch.last_values, rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="last_observations"):
+        dataclasses.replace(batch, last_observations=np.zeros((3, 4), np.float32))

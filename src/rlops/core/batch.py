@@ -30,6 +30,10 @@ class Rollout:
             this step, so the next observation belongs to a new episode.
         last_values: ``[N]`` value estimates of the observation after the fragment.
         policy_version: version of the weights that produced the fragment.
+        last_observations: ``[N, *obs_shape]`` the observation after the fragment
+            (the one ``last_values`` was computed on), or None. A learner that is
+            newer than ``policy_version`` re-evaluates it with its own critic
+            (V-trace); without it, it falls back on the behaviour's ``last_values``.
     """
 
     observations: np.ndarray
@@ -40,6 +44,7 @@ class Rollout:
     dones: np.ndarray
     last_values: np.ndarray
     policy_version: int = 0
+    last_observations: np.ndarray | None = None
 
     @property
     def num_steps(self) -> int:
@@ -57,7 +62,7 @@ class Rollout:
             value = getattr(self, f.name)
             if not isinstance(value, np.ndarray):
                 continue
-            expected = (n,) if f.name == "last_values" else (t, n)
+            expected = (n,) if f.name in ("last_values", "last_observations") else (t, n)
             if value.shape[: len(expected)] != expected:
                 raise ValueError(
                     f"Rollout.{f.name}: leading shape must be {expected}, got {value.shape}"
@@ -80,6 +85,8 @@ class Transitions:
         truncated: ``[T, N]`` true where it was cut by a time limit (bootstrap
             from ``next_observations``: Pardo et al. 2018).
         policy_version: version of the weights that produced the fragment.
+        source: which actor's stream it continues (0 for the inline backend);
+            n-step windows are kept per stream, never spliced across actors.
     """
 
     observations: np.ndarray
@@ -89,6 +96,7 @@ class Transitions:
     terminated: np.ndarray
     truncated: np.ndarray
     policy_version: int = 0
+    source: int = 0
 
     @property
     def num_steps(self) -> int:

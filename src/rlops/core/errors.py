@@ -36,3 +36,13 @@ class ReplayError(RlopsError):
     finite, a buffer holds too few items to sample, a rate limiter timed out,
     or a persistent replay directory is missing, foreign or corrupted.
     """
+
+
+class ActorFailure(RlopsError):
+    """Actors of a distributed run failed beyond what the runtime may repair.
+
+    Raised when an actor cannot start, or when actors keep crashing, dying or
+    hanging after ``runtime.max_restarts`` replacements. The message names the
+    last cause (the exception an actor raised, the signal that killed it, or
+    the timeout it exceeded).
+    """

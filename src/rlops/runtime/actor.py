@@ -187,6 +187,21 @@ class RolloutActor:
             dones=self._dones.copy(),
             last_values=last_values.astype(np.float32),
             policy_version=self.version,
+            last_observations=obs.copy(),
+        )
+
+    def template(self) -> Rollout:
+        """A zero fragment with the shapes and dtypes :meth:`collect` returns."""
+        n = self.env.num_envs
+        return Rollout(
+            observations=np.zeros_like(self._obs),
+            actions=np.zeros_like(self._actions),
+            log_probs=np.zeros_like(self._logp),
+            values=np.zeros_like(self._values),
+            rewards=np.zeros_like(self._rewards),
+            dones=np.zeros_like(self._dones),
+            last_values=np.zeros(n, dtype=np.float32),
+            last_observations=np.zeros((n, self.spec.obs_dim), dtype=np.float32),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -283,6 +298,26 @@ class TransitionActor:
             terminated=np.stack(terminated),
             truncated=np.stack(truncated),
             policy_version=self.version,
+        )
+
+    def template(self) -> Transitions:
+        """A zero fragment with the shapes and dtypes :meth:`collect` returns."""
+        t, n = self.n_steps, self.env.num_envs
+        space = self.env.single_observation_space
+        obs_dim = int(np.prod(space.shape)) if space.shape else 1
+        act_space = self.env.single_action_space
+        act_shape = () if act_space.shape is None else tuple(act_space.shape)
+        dtype = np.int64 if isinstance(act_space, spaces.Discrete) else np.float32
+        actions: np.ndarray = np.zeros((t, n, *act_shape), dtype=dtype)
+        obs = np.zeros((t, n, obs_dim), dtype=np.float32)
+        flags = np.zeros((t, n), dtype=bool)
+        return Transitions(
+            observations=obs,
+            actions=actions,
+            rewards=np.zeros((t, n), dtype=np.float32),
+            next_observations=obs.copy(),
+            terminated=flags,
+            truncated=flags.copy(),
         )
 
     def state_dict(self) -> dict[str, Any]:

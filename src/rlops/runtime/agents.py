@@ -37,12 +37,33 @@ class Agent:
         learner: updates on fragments (``step``, ``get_variables``, state dicts).
         spec: the artifact's network description.
         fragment_steps: env steps (all sub-envs) per fragment.
+        on_policy: fragments from several actors of one round are one batch
+            (PPO); off-policy learners take them one by one into replay.
     """
 
     actor: Any
     learner: Any
     spec: NetworkSpec
     fragment_steps: int
+    on_policy: bool = True
+
+
+@dataclass(frozen=True)
+class AlgoPlugin:
+    """How the runtime builds one algorithm's parts.
+
+    The parts are separate so that an actor process builds only the actor
+    (numpy inference, no learner, no replay): ``spec(config, env)`` describes
+    the network, ``actor(config, env, spec, timer, seed)`` collects fragments,
+    ``learner(config, env, spec, num_sources)`` updates on them (``num_sources``:
+    how many actor streams feed it, each with its own n-step state).
+    """
+
+    spec: Callable[[ExperimentConfig, VectorEnv], NetworkSpec]
+    actor: Callable[[ExperimentConfig, VectorEnv, NetworkSpec, PhaseTimer, int], Any]
+    learner: Callable[[ExperimentConfig, VectorEnv, NetworkSpec, int], Any]
+    on_policy: bool
+    fragment_length: Callable[[ExperimentConfig], int]
 
 
 def _box_obs_dim(env: VectorEnv, env_id: str, algo: str) -> int:
@@ -55,10 +76,8 @@ def _box_obs_dim(env: VectorEnv, env_id: str, algo: str) -> int:
     return int(np.prod(space.shape))
 
 
-def build_ppo(config: ExperimentConfig, env: VectorEnv, timer: PhaseTimer) -> Agent:
-    """PPO: :class:`~rlops.algos.ppo.PPOLearner` + :class:`RolloutActor`."""
-    from rlops.algos.ppo import PPOLearner
-
+# -- PPO --------------------------------------------------------------------------------
+def _ppo_spec(config: ExperimentConfig, env: VectorEnv) -> NetworkSpec:
     cfg = config.algo
     assert isinstance(cfg, PPOConfig)
     act_space = env.single_action_space
@@ -71,23 +90,35 @@ def build_ppo(config: ExperimentConfig, env: VectorEnv, timer: PhaseTimer) -> Ag
             f"env {config.env.id!r}: action space {act_space} is not supported by PPO; "
             "use Discrete or a 1-D Box"
         )
-    spec = NetworkSpec(
+    return NetworkSpec(
         obs_dim=_box_obs_dim(env, config.env.id, "PPO"),
         act_dim=act_dim,
         hidden_sizes=cfg.hidden_sizes,
         activation=cfg.activation,
         head=head,  # type: ignore[arg-type]
     )
-    learner = PPOLearner(cfg, spec, config.total_steps, config.seed)
-    actor = RolloutActor(env, spec, cfg.n_steps, cfg.gamma, config.seed + 1, timer)
-    return Agent(actor, learner, spec, cfg.n_steps * env.num_envs)
 
 
-def build_dqn(config: ExperimentConfig, env: VectorEnv, timer: PhaseTimer) -> Agent:
-    """DQN: :class:`~rlops.algos.dqn.DQNLearner` + epsilon-greedy :class:`TransitionActor`."""
-    from rlops.algos.dqn import DQNLearner
-    from rlops.replay import make_replay
+def _ppo_actor(
+    config: ExperimentConfig, env: VectorEnv, spec: NetworkSpec, timer: PhaseTimer, seed: int
+) -> RolloutActor:
+    cfg = config.algo
+    assert isinstance(cfg, PPOConfig)
+    return RolloutActor(env, spec, cfg.n_steps, cfg.gamma, seed, timer)
 
+
+def _ppo_learner(
+    config: ExperimentConfig, env: VectorEnv, spec: NetworkSpec, num_sources: int
+) -> Any:
+    from rlops.algos.ppo import PPOLearner
+
+    cfg = config.algo
+    assert isinstance(cfg, PPOConfig)
+    return PPOLearner(cfg, spec, config.total_steps, config.seed)
+
+
+# -- DQN --------------------------------------------------------------------------------
+def _dqn_spec(config: ExperimentConfig, env: VectorEnv) -> NetworkSpec:
     cfg = config.algo
     assert isinstance(cfg, DQNConfig)
     act_space = env.single_action_space
@@ -96,11 +127,48 @@ def build_dqn(config: ExperimentConfig, env: VectorEnv, timer: PhaseTimer) -> Ag
             f"env {config.env.id!r}: action space {act_space} is not supported by DQN; "
             "DQN needs Discrete actions (use SAC or PPO for continuous actions)"
         )
-    obs_dim = _box_obs_dim(env, config.env.id, "DQN")
-    n_actions = int(act_space.n)
-    start = int(act_space.start)
+    return NetworkSpec(
+        obs_dim=_box_obs_dim(env, config.env.id, "DQN"),
+        act_dim=int(act_space.n),
+        hidden_sizes=cfg.hidden_sizes,
+        activation=cfg.activation,
+        head="q",
+        epsilon=cfg.exploration_final_eps,
+    )
+
+
+def _dqn_actor(
+    config: ExperimentConfig, env: VectorEnv, spec: NetworkSpec, timer: PhaseTimer, seed: int
+) -> TransitionActor:
+    cfg = config.algo
+    assert isinstance(cfg, DQNConfig)
+    act_space = env.single_action_space
+    assert isinstance(act_space, spaces.Discrete)
+
+    def make_policy(variables: Mapping[str, np.ndarray]) -> ExplorationPolicy:
+        net = NumpyActorCritic(spec, variables)
+
+        def explore(obs: np.ndarray, rng: np.random.Generator, env_steps: int) -> np.ndarray:
+            epsilon = cfg.epsilon(env_steps, config.total_steps)
+            return net.epsilon_greedy(obs, rng, epsilon)[0]
+
+        return explore
+
+    return TransitionActor(
+        env, cfg.train_freq, seed, timer, make_policy, action_offset=int(act_space.start)
+    )
+
+
+def _dqn_learner(
+    config: ExperimentConfig, env: VectorEnv, spec: NetworkSpec, num_sources: int
+) -> Any:
+    from rlops.algos.dqn import DQNLearner
+    from rlops.replay import NStepWriter, make_replay
+
+    cfg = config.algo
+    assert isinstance(cfg, DQNConfig)
     replay, writer = make_replay(
-        obs_dim=obs_dim,
+        obs_dim=spec.obs_dim,
         action_shape=(),
         action_dtype=np.int64,
         capacity=cfg.buffer_size,
@@ -112,33 +180,17 @@ def build_dqn(config: ExperimentConfig, env: VectorEnv, timer: PhaseTimer) -> Ag
         beta=cfg.per_beta,
         seed=config.seed,
     )
-    learner = DQNLearner(cfg, obs_dim, n_actions, config.total_steps, replay, writer, config.seed)
-    spec = learner.net.spec(epsilon=cfg.exploration_final_eps)
-
-    def make_policy(variables: Mapping[str, np.ndarray]) -> ExplorationPolicy:
-        net = NumpyActorCritic(spec, variables)
-
-        def explore(obs: np.ndarray, rng: np.random.Generator, env_steps: int) -> np.ndarray:
-            epsilon = cfg.epsilon(env_steps, config.total_steps)
-            return net.epsilon_greedy(obs, rng, epsilon)[0]
-
-        return explore
-
-    actor = TransitionActor(
-        env, cfg.train_freq, config.seed + 1, timer, make_policy, action_offset=start
+    writers = [writer] + [
+        NStepWriter(cfg.n_step, cfg.gamma, env.num_envs) for _ in range(num_sources - 1)
+    ]
+    learner = DQNLearner(
+        cfg, spec.obs_dim, spec.act_dim, config.total_steps, replay, writers, config.seed
     )
-    return Agent(actor, learner, spec, cfg.train_freq * env.num_envs)
+    return learner
 
 
-def build_sac(config: ExperimentConfig, env: VectorEnv, timer: PhaseTimer) -> Agent:
-    """SAC: :class:`~rlops.algos.sac.SACLearner` + tanh-Gaussian :class:`TransitionActor`.
-
-    Before ``learning_starts`` env steps the actor samples uniformly from the
-    action space (as SB3 does), then from the squashed-Gaussian policy.
-    """
-    from rlops.algos.sac import SACLearner
-    from rlops.replay import make_replay
-
+# -- SAC --------------------------------------------------------------------------------
+def _sac_spec(config: ExperimentConfig, env: VectorEnv) -> NetworkSpec:
     cfg = config.algo
     assert isinstance(cfg, SACConfig)
     act_space = env.single_action_space
@@ -157,38 +209,27 @@ def build_sac(config: ExperimentConfig, env: VectorEnv, timer: PhaseTimer) -> Ag
             f"algo.log_std_min/log_std_max: the policy artifact's tanh_gaussian head "
             f"uses [{LOG_STD_MIN}, {LOG_STD_MAX}]; got [{cfg.log_std_min}, {cfg.log_std_max}]"
         )
-    obs_dim = _box_obs_dim(env, config.env.id, "SAC")
-    act_dim = int(act_space.shape[0])
-    replay, writer = make_replay(
-        obs_dim=obs_dim,
-        action_shape=(act_dim,),
-        action_dtype=np.float32,
-        capacity=cfg.buffer_size,
-        num_envs=env.num_envs,
-        n_step=cfg.n_step,
-        gamma=cfg.gamma,
-        seed=config.seed,
-    )
-    learner = SACLearner(
-        cfg,
-        obs_dim,
-        act_dim,
-        act_space.low,
-        act_space.high,
-        config.total_steps,
-        replay,
-        writer,
-        config.seed,
-    )
-    spec = NetworkSpec(
-        obs_dim=obs_dim,
-        act_dim=act_dim,
+    return NetworkSpec(
+        obs_dim=_box_obs_dim(env, config.env.id, "SAC"),
+        act_dim=int(act_space.shape[0]),
         hidden_sizes=cfg.hidden_sizes,
         activation=cfg.activation,
         head="tanh_gaussian",
     )
+
+
+def _sac_actor(
+    config: ExperimentConfig, env: VectorEnv, spec: NetworkSpec, timer: PhaseTimer, seed: int
+) -> TransitionActor:
+    """Before ``learning_starts`` env steps the actor samples uniformly from the
+    action space (as SB3 does), then from the squashed-Gaussian policy."""
+    cfg = config.algo
+    assert isinstance(cfg, SACConfig)
+    act_space = env.single_action_space
+    assert isinstance(act_space, spaces.Box)
     low = act_space.low.astype(np.float32)
     high = act_space.high.astype(np.float32)
+    act_dim = spec.act_dim
 
     def make_policy(variables: Mapping[str, np.ndarray]) -> ExplorationPolicy:
         net = NumpyActorCritic(spec, variables)
@@ -202,13 +243,76 @@ def build_sac(config: ExperimentConfig, env: VectorEnv, timer: PhaseTimer) -> Ag
 
         return explore
 
-    actor = TransitionActor(env, cfg.train_freq, config.seed + 1, timer, make_policy)
-    return Agent(actor, learner, spec, cfg.train_freq * env.num_envs)
+    return TransitionActor(env, cfg.train_freq, seed, timer, make_policy)
 
 
-BUILDERS: dict[str, Callable[[ExperimentConfig, VectorEnv, PhaseTimer], Agent]] = {
-    "ppo": build_ppo,
-    "dqn": build_dqn,
-    "sac": build_sac,
+def _sac_learner(
+    config: ExperimentConfig, env: VectorEnv, spec: NetworkSpec, num_sources: int
+) -> Any:
+    from rlops.algos.sac import SACLearner
+    from rlops.replay import NStepWriter, make_replay
+
+    cfg = config.algo
+    assert isinstance(cfg, SACConfig)
+    act_space = env.single_action_space
+    assert isinstance(act_space, spaces.Box)
+    replay, writer = make_replay(
+        obs_dim=spec.obs_dim,
+        action_shape=(spec.act_dim,),
+        action_dtype=np.float32,
+        capacity=cfg.buffer_size,
+        num_envs=env.num_envs,
+        n_step=cfg.n_step,
+        gamma=cfg.gamma,
+        seed=config.seed,
+    )
+    writers = [writer] + [
+        NStepWriter(cfg.n_step, cfg.gamma, env.num_envs) for _ in range(num_sources - 1)
+    ]
+    return SACLearner(
+        cfg,
+        spec.obs_dim,
+        spec.act_dim,
+        act_space.low,
+        act_space.high,
+        config.total_steps,
+        replay,
+        writers,
+        config.seed,
+    )
+
+
+def _n_steps(config: ExperimentConfig) -> int:
+    algo = config.algo
+    return algo.n_steps if isinstance(algo, PPOConfig) else algo.train_freq
+
+
+PLUGINS: dict[str, AlgoPlugin] = {
+    "ppo": AlgoPlugin(_ppo_spec, _ppo_actor, _ppo_learner, True, _n_steps),
+    "dqn": AlgoPlugin(_dqn_spec, _dqn_actor, _dqn_learner, False, _n_steps),
+    "sac": AlgoPlugin(_sac_spec, _sac_actor, _sac_learner, False, _n_steps),
 }
-"""``algo.name`` -> builder."""
+"""``algo.name`` -> how to build its parts."""
+
+
+def actor_seed(config: ExperimentConfig, actor_id: int, incarnation: int = 0) -> int:
+    """Seed of actor ``actor_id`` (its ``incarnation``-th start): actor 0's first is inline's."""
+    return config.seed + 1 + 1_000 * actor_id + 1_000_003 * incarnation
+
+
+def env_seed(config: ExperimentConfig, actor_id: int, incarnation: int = 0) -> int:
+    """Env reset seed of actor ``actor_id``: actor 0's first is the inline run's ``seed``."""
+    return config.seed + 10_007 * actor_id + 1_000_033 * incarnation
+
+
+def build_agent(
+    config: ExperimentConfig, env: VectorEnv, timer: PhaseTimer, num_sources: int = 1
+) -> Agent:
+    """The learner, a local actor (actor 0) and the network spec for ``config``."""
+    plugin = PLUGINS[config.algo.name]
+    spec = plugin.spec(config, env)
+    learner = plugin.learner(config, env, spec, num_sources)
+    actor = plugin.actor(config, env, spec, timer, actor_seed(config, 0))
+    return Agent(
+        actor, learner, spec, plugin.fragment_length(config) * env.num_envs, plugin.on_policy
+    )

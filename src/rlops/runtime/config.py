@@ -69,10 +69,31 @@ class EvalConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class RuntimeConfig:
-    """Where actors and learner run."""
+    """Where actors and learner run, and how failures are handled."""
 
-    backend: Literal["inline"] = "inline"
-    """``inline``: one process, deterministic reference (other backends: later)."""
+    backend: Literal["inline", "process", "ray"] = "inline"
+    """``inline``: one process, the deterministic reference; ``process``: actor
+    processes with shared-memory fragments; ``ray``: Ray actors (``pip install
+    'rlops[ray]'``; on a cluster set ``ray_address``)."""
+    num_actors: int = 1
+    """Actors (each steps its own ``env.num_envs`` sub-envs); ``inline`` has exactly 1."""
+    mode: Literal["sync", "async"] = "sync"
+    """``sync``: every round waits for one fragment per actor, all from the newest
+    weights (reproducible); ``async``: the learner takes fragments as they
+    arrive (stale ones are V-trace-corrected for PPO; see ``max_policy_lag``)."""
+    max_policy_lag: int | None = None
+    """Async: drop fragments whose weights are more than this many versions behind
+    the learner (counted in ``runtime/fragments_dropped``); null keeps them all."""
+    max_restarts: int = 10
+    """Actor replacements allowed in the whole run (after a crash, kill or
+    timeout); one more failure stops training with the cause. 0: none."""
+    fragment_timeout_s: float = 60.0
+    """An actor that delivers no fragment for this long is hung: killed and replaced."""
+    start_timeout_s: float = 60.0
+    """An actor that is not ready this long after its start is killed and replaced."""
+    ray_address: str | None = None
+    """``ray`` backend: the cluster to join (``ray.init(address=...)``, e.g.
+    ``"ray://head:10001"`` or ``"auto"``); null starts a local Ray instance."""
     torch_threads: int = 1
     """``torch.set_num_threads`` for the learner (small MLPs run fastest on 1)."""
     checkpoint_every: int = 0
@@ -81,6 +102,29 @@ class RuntimeConfig:
     """Newest checkpoints kept on disk."""
 
     def __post_init__(self) -> None:
+        check(self.num_actors >= 1, "runtime.num_actors", f"must be >= 1, got {self.num_actors}")
+        check(
+            self.backend != "inline" or self.num_actors == 1,
+            "runtime.num_actors",
+            f"the inline backend runs exactly 1 actor, got {self.num_actors}; "
+            "use backend 'process' or 'ray' for more",
+        )
+        check(
+            self.backend != "inline" or self.mode == "sync",
+            "runtime.mode",
+            "the inline backend is sync only; use backend 'process' or 'ray' for async",
+        )
+        check(
+            self.max_policy_lag is None or self.max_policy_lag >= 0,
+            "runtime.max_policy_lag",
+            f"must be >= 0 or null, got {self.max_policy_lag}",
+        )
+        check(
+            self.max_restarts >= 0, "runtime.max_restarts", f"must be >= 0, got {self.max_restarts}"
+        )
+        for key in ("fragment_timeout_s", "start_timeout_s"):
+            value = getattr(self, key)
+            check(value > 0, f"runtime.{key}", f"must be > 0 seconds, got {value}")
         check(
             self.torch_threads >= 1,
             "runtime.torch_threads",

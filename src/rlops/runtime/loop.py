@@ -43,9 +43,10 @@ from rlops.observability import (
     PhaseTimer,
     TensorBoardSink,
 )
-from rlops.runtime.agents import BUILDERS
+from rlops.runtime.agents import build_agent
 from rlops.runtime.checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
 from rlops.runtime.config import ExperimentConfig, config_from_dict, load_config
+from rlops.runtime.fleet import Fleet, InlineFleet, concat_fragments
 
 ARTIFACT_DIR = "artifact"
 
@@ -142,6 +143,7 @@ class _Run:
         self.run_dir = run_dir
         cfg = config
         torch.set_num_threads(cfg.runtime.torch_threads)
+        _check_backend(cfg)
         self.base_env = make_vec(cfg.env.id, cfg.env.num_envs, **cfg.env.kwargs)
         self.stats = EpisodeStatistics(self.base_env)
         env: VectorEnv = self.stats
@@ -155,7 +157,7 @@ class _Run:
             env = self.reward_scale
         self.env = env
         self.timer = PhaseTimer()
-        self.agent = BUILDERS[cfg.algo.name](cfg, env, self.timer)
+        self.agent = build_agent(cfg, env, self.timer, num_sources=cfg.runtime.num_actors)
         self.spec = self.agent.spec
         self.learner = self.agent.learner
         self.actor = self.agent.actor
@@ -212,7 +214,7 @@ class _Run:
         if self.reward_scale is not None:
             state["reward_scale"] = _split("reward_scale", self.reward_scale.state_dict(), tensors)
         env_state = getattr(self.base_env, "state_dict", None)
-        if callable(env_state):
+        if callable(env_state) and self.config.runtime.backend == "inline":
             state["env"] = _split("env", env_state(), tensors)
         return save_checkpoint(
             self.run_dir, self.env_steps, tensors, state, keep=self.config.runtime.keep_checkpoints
@@ -227,14 +229,15 @@ class _Run:
             self.obs_norm.load_state_dict(_join(state["obs_norm"], tensors))
         if self.reward_scale is not None and "reward_scale" in state:
             self.reward_scale.load_state_dict(_join(state["reward_scale"], tensors))
-        load_env = getattr(self.base_env, "load_state_dict", None)
-        if "env" in state and callable(load_env):
-            load_env(_join(state["env"], tensors))
-            self.actor.load_state_dict(_join(state["actor"], tensors))
-        else:
-            # Gymnasium envs cannot restore mid-episode state: start fresh episodes.
-            self.actor.load_state_dict({**_join(state["actor"], tensors), "obs": None})
-            self.actor.reset(seed=self.config.seed + int(state["env_steps"]))
+        if self.config.runtime.backend == "inline":  # other backends restart their actors fresh
+            load_env = getattr(self.base_env, "load_state_dict", None)
+            if "env" in state and callable(load_env):
+                load_env(_join(state["env"], tensors))
+                self.actor.load_state_dict(_join(state["actor"], tensors))
+            else:
+                # Gymnasium envs cannot restore mid-episode state: start fresh episodes.
+                self.actor.load_state_dict({**_join(state["actor"], tensors), "obs": None})
+                self.actor.reset(seed=self.config.seed + int(state["env_steps"]))
         self.env_steps = int(state["env_steps"])
         self.train_time_s = float(state["train_time_s"])
         self.evaluations = [Evaluation(**e) for e in state["evaluations"]]
@@ -305,8 +308,8 @@ def train(
     if resume is not None:
         step = run.restore()
         _truncate_metrics(run_dir / "metrics.jsonl", step)
-    else:
-        run.actor.reset(seed=config.seed)
+    elif config.runtime.backend == "inline":
+        run.actor.reset(seed=config.seed)  # other backends' actors reset in their own processes
 
     sinks: list[MetricSink] = [JsonlSink(run_dir / "metrics.jsonl")]
     if config.log.tensorboard:
@@ -316,9 +319,13 @@ def train(
             ConsoleSink(config.total_steps, description=f"{config.algo.name} {config.env.id}")
         )
     logger = MultiLogger(sinks)
+    fleet: Fleet | None = None
     try:
         try:
-            _loop(run, logger, on_metrics)
+            fleet = make_fleet(run)
+            tally = _loop(run, fleet, logger, on_metrics)
+            fleet.close()
+            run.last_metrics.update(_runtime_metrics(run, fleet, tally, final=True))
         except EnvError as exc:
             saved = sorted((run_dir / "checkpoints").glob("step_*"))
             where = f"last checkpoint {saved[-1].name} is intact" if saved else "no checkpoint yet"
@@ -366,6 +373,8 @@ def train(
         )
         return result
     finally:
+        if fleet is not None:
+            fleet.close()
         logger.close()
         run.env.close()
 
@@ -385,34 +394,103 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_bytes(path, "".join(kept).encode())
 
 
+def _check_backend(config: ExperimentConfig) -> None:
+    """Refuse what a distributed backend cannot do yet, before anything starts."""
+    rt = config.runtime
+    if rt.backend == "inline":
+        return
+    if config.env.normalize_obs or config.env.scale_reward:
+        raise ConfigError(
+            f"env.normalize_obs / env.scale_reward: not supported on the {rt.backend!r} "
+            "backend yet (each actor would keep its own running statistics); "
+            "use runtime.backend: inline for this config"
+        )
+    limit = 4 * (os.cpu_count() or 1)
+    if rt.backend == "process" and rt.num_actors > limit:
+        raise ConfigError(
+            f"runtime.num_actors: {rt.num_actors} actor processes on a machine with "
+            f"{os.cpu_count()} CPUs; at most {limit} (4 per CPU) are allowed on the process "
+            "backend; use fewer actors (more env.num_envs each) or the ray backend on a cluster"
+        )
+
+
+def make_fleet(run: _Run) -> Fleet:
+    """The actor fleet for ``run.config.runtime.backend`` (not started yet)."""
+    rt = run.config.runtime
+    if rt.backend == "inline":
+        return InlineFleet(run.actor, run.stats)
+    _, weights = run.learner.get_variables()
+    if rt.backend == "process":
+        from rlops.runtime.process import ProcessFleet
+
+        return ProcessFleet(run.config, run.actor.template(), weights, seed_offset=run.env_steps)
+    raise ConfigError("runtime.backend: 'ray' is not available yet")
+
+
+@dataclass
+class _Tally:
+    """Runtime counters the loop keeps between log lines."""
+
+    stale_fragments: int = 0
+    stale_steps: int = 0
+    lags: list[int] = field(default_factory=list)
+    returns: list[np.ndarray] = field(default_factory=list)
+    lengths: list[np.ndarray] = field(default_factory=list)
+    episodes: int = 0
+    updates: int = 0
+    since: float = field(default_factory=time.perf_counter)
+
+
 def _loop(
     run: _Run,
+    fleet: Fleet,
     logger: MultiLogger,
     on_metrics: Callable[[int, Mapping[str, float]], None] | None,
-) -> None:
+) -> _Tally:
     cfg = run.config
-    batch_steps = run.agent.fragment_steps
+    rt = cfg.runtime
     next_eval = _next_multiple(run.env_steps, cfg.eval.every_steps)
     next_ckpt = _next_multiple(run.env_steps, cfg.runtime.checkpoint_every)
     next_log = _next_multiple(run.env_steps, cfg.log.every_steps)
+    tally = _Tally(episodes=run.stats.episodes)
+    fleet.start(*run.learner.get_variables())
     while run.env_steps < cfg.total_steps:
         started = time.perf_counter()
-        run.actor.update(*run.learner.get_variables())
-        batch = run.actor.collect()
-        run.timer.start("learn")
-        metrics = run.learner.step(batch)
-        run.timer.stop("learn")
-        run.env_steps += batch_steps
+        if rt.backend != "inline":
+            run.timer.start("wait")
+        deliveries = fleet.gather()
+        if rt.backend != "inline":
+            run.timer.stop("wait")
+        accepted = []
+        for delivery in deliveries:
+            tally.returns.append(delivery.episode_returns)
+            tally.lengths.append(delivery.episode_lengths)
+            tally.episodes += len(delivery.episode_returns)
+            lag = int(run.learner.version) - delivery.batch.policy_version
+            if rt.max_policy_lag is not None and lag > rt.max_policy_lag:
+                tally.stale_fragments += 1
+                tally.stale_steps += delivery.env_steps
+                continue
+            tally.lags.append(lag)
+            accepted.append(delivery)
+        if run.agent.on_policy and rt.mode == "sync" and len(accepted) > 1:
+            batches = [concat_fragments([d.batch for d in accepted])]
+        else:
+            batches = [d.batch for d in accepted]
+        metrics: dict[str, float] = {}
+        for batch in batches:
+            run.timer.start("learn")
+            metrics = run.learner.step(batch)
+            run.timer.stop("learn")
+            tally.updates += 1
+            run.env_steps += batch.num_steps * batch.num_envs
+            fleet.publish(*run.learner.get_variables())
         done = run.env_steps >= cfg.total_steps
         evaluate = done or (next_eval is not None and run.env_steps >= next_eval)
-        if evaluate or next_log is None or run.env_steps >= next_log:
+        if batches and (evaluate or next_log is None or run.env_steps >= next_log):
             next_log = _next_multiple(run.env_steps, cfg.log.every_steps)
             metrics.update(run.timer.report(run.env_steps))
-            ep_returns, ep_lengths = run.stats.pop_episodes()
-            metrics["charts/episodes"] = float(run.stats.episodes)
-            if ep_returns.size:
-                metrics["charts/episode_return"] = float(ep_returns.mean())
-                metrics["charts/episode_length"] = float(ep_lengths.mean())
+            metrics.update(_runtime_metrics(run, fleet, tally))
             if evaluate:
                 # Evaluation time is excluded from train_time_s (time-to-threshold numbers).
                 run.train_time_s += time.perf_counter() - started
@@ -429,6 +507,49 @@ def _loop(
             run.save_checkpoint()
             next_ckpt = _next_multiple(run.env_steps, cfg.runtime.checkpoint_every)
         run.train_time_s += time.perf_counter() - started
+    return tally
+
+
+def _runtime_metrics(
+    run: _Run, fleet: Fleet, tally: _Tally, final: bool = False
+) -> dict[str, float]:
+    """Episode charts and the ``runtime/*`` counters; resets the per-log-line parts."""
+    out: dict[str, float] = {"charts/episodes": float(tally.episodes)}
+    returns = np.concatenate(tally.returns) if tally.returns else np.zeros(0)
+    lengths = np.concatenate(tally.lengths) if tally.lengths else np.zeros(0)
+    if returns.size:
+        out["charts/episode_return"] = float(returns.mean())
+        out["charts/episode_length"] = float(lengths.mean())
+    counters = fleet.counters()
+    now = time.perf_counter()
+    out.update(
+        {
+            "runtime/actors_alive": float(counters.actors_alive),
+            "runtime/actor_restarts": float(counters.restarts),
+            "runtime/actor_timeouts": float(counters.timeouts),
+            "runtime/fragments_dropped": float(counters.fragments_lost + tally.stale_fragments),
+            "runtime/fragments_lost": float(counters.fragments_lost),
+            "runtime/fragments_stale": float(tally.stale_fragments),
+            "runtime/steps_taken": float(counters.steps_taken),
+            "runtime/steps_accepted": float(counters.steps_delivered - tally.stale_steps),
+            "runtime/steps_dropped": float(counters.steps_lost + tally.stale_steps),
+            "runtime/steps_discarded_at_stop": float(counters.steps_discarded),
+            "runtime/weight_version": float(run.learner.version),
+            "perf/learner_updates_per_s": tally.updates / max(now - tally.since, 1e-9),
+        }
+    )
+    if counters.actor_versions:
+        out["runtime/actor_version_min"] = float(min(counters.actor_versions))
+    if tally.lags:
+        out["runtime/policy_lag"] = float(np.mean(tally.lags))
+        out["runtime/policy_lag_max"] = float(np.max(tally.lags))
+    if not final:
+        tally.returns.clear()
+        tally.lengths.clear()
+        tally.lags.clear()
+        tally.updates = 0
+        tally.since = now
+    return out
 
 
 def _next_multiple(current: int, every: int) -> int | None:

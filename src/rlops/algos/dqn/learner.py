@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -96,13 +96,13 @@ class DQNLearner:
         n_actions: int,
         total_steps: int,
         replay: Replay,
-        writer: Writer,
+        writer: Writer | Sequence[Writer],
         seed: int,
     ) -> None:
         self.config = config
         self.total_steps = total_steps
         self.replay = replay
-        self.writer = writer
+        self.writers = list(writer) if isinstance(writer, Sequence) else [writer]
         torch.manual_seed(seed)
         self.net = QNetwork(
             obs_dim, n_actions, config.hidden_sizes, config.activation, config.dueling
@@ -130,7 +130,7 @@ class DQNLearner:
             ran), ``replay/size``, ``charts/epsilon``, ``charts/gradient_steps``.
         """
         cfg = self.config
-        store_fragment(self.writer, self.replay, batch)
+        store_fragment(self._writer_for(batch.source), self.replay, batch)
         self.env_steps += batch.num_steps * batch.num_envs
         if cfg.prioritized:
             # Anneal the importance-sampling exponent to 1 (Schaul et al. 2016, sec. 3.4).
@@ -187,6 +187,14 @@ class DQNLearner:
             self.replay.update_priorities(indices, priorities)
         return float(loss.loss), float(q_taken.mean()), norm
 
+    def _writer_for(self, source: int) -> Writer:
+        if not 0 <= source < len(self.writers):
+            raise ValueError(
+                f"fragment from actor stream {source}, but this learner has "
+                f"{len(self.writers)} n-step writer(s) (streams 0..{len(self.writers) - 1})"
+            )
+        return self.writers[source]
+
     def state_dict(self) -> dict[str, Any]:
         """Tensors (weights, target, Adam moments) and JSON-able counters + replay state."""
         opt = self.optimizer.state_dict()
@@ -206,7 +214,7 @@ class DQNLearner:
                 "lr": opt["lr"],
             },
             "replay": self.replay.state_dict(),
-            "writer": self.writer.state_dict(),
+            "writer": [w.state_dict() for w in self.writers],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -228,4 +236,8 @@ class DQNLearner:
         self.gradient_steps = int(meta["gradient_steps"])
         self.last_target_update = int(meta["last_target_update"])
         self.replay.load_state_dict(state["replay"])
-        self.writer.load_state_dict(state["writer"])
+        writer_states = state["writer"]
+        if isinstance(writer_states, Mapping):  # one stream (inline runs)
+            writer_states = [writer_states]
+        for writer, writer_state in zip(self.writers, writer_states, strict=False):
+            writer.load_state_dict(writer_state)

@@ -57,6 +57,15 @@ class PPOConfig:
     """Initial state-independent log standard deviation (continuous actions)."""
     ortho_init: bool = True
     """Orthogonal initialisation (gain sqrt 2 hidden, 0.01 policy out, 1 value out)."""
+    off_policy_correction: Literal["vtrace", "none"] = "vtrace"
+    """How to learn from a stale fragment (``policy_version`` older than the learner's,
+    as in asynchronous runs): ``vtrace`` replaces GAE with V-trace targets and
+    advantages of the current policy (Espeholt et al. 2018); ``none`` uses it as
+    if on-policy. Fresh fragments always take the plain PPO path."""
+    vtrace_rho_bar: float = 1.0
+    """V-trace truncation of the importance weights in the TD errors and advantages."""
+    vtrace_c_bar: float = 1.0
+    """V-trace truncation of the trace coefficients; must be <= ``vtrace_rho_bar``."""
 
     def __post_init__(self) -> None:
         check(self.n_steps >= 1, "algo.n_steps", f"must be >= 1, got {self.n_steps}")
@@ -96,4 +105,20 @@ class PPOConfig:
             all(h >= 1 for h in self.hidden_sizes),
             "algo.hidden_sizes",
             f"widths must be >= 1, got {list(self.hidden_sizes)}",
+        )
+        check(
+            self.off_policy_correction in ("vtrace", "none"),
+            "algo.off_policy_correction",
+            f"must be 'vtrace' or 'none', got {self.off_policy_correction!r}",
+        )
+        check(
+            self.vtrace_rho_bar > 0,
+            "algo.vtrace_rho_bar",
+            f"must be > 0, got {self.vtrace_rho_bar}",
+        )
+        check(
+            0 < self.vtrace_c_bar <= self.vtrace_rho_bar,
+            "algo.vtrace_c_bar",
+            f"must be in (0, vtrace_rho_bar = {self.vtrace_rho_bar}], got {self.vtrace_c_bar}"
+            " (Espeholt et al. 2018 assume c_bar <= rho_bar)",
         )

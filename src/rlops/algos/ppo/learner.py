@@ -1,9 +1,14 @@
-"""The PPO learner: GAE on a fragment, then epochs of clipped-surrogate minibatch updates."""
+"""The PPO learner: GAE on a fragment, then epochs of clipped-surrogate minibatch updates.
+
+A stale fragment (collected by an older policy, as in asynchronous runs) is
+first corrected with V-trace (Espeholt et al. 2018) to the policy the update
+starts from; see :meth:`PPOLearner.step`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -11,7 +16,7 @@ import torch
 from rlops.algos.ppo.config import PPOConfig
 from rlops.algos.ppo.loss import ppo_loss_grads
 from rlops.algos.ppo.networks import ActorCritic
-from rlops.algos.returns import gae
+from rlops.algos.returns import gae, vtrace
 from rlops.artifacts import NetworkSpec
 from rlops.core.batch import Rollout
 from rlops.nets.optim import FlatAdam, clip_grad_norm
@@ -20,6 +25,21 @@ from rlops.nets.optim import FlatAdam, clip_grad_norm
 def _explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
     var = float(np.var(target))
     return float("nan") if var == 0 else 1.0 - float(np.var(target - pred)) / var
+
+
+class _Targets(NamedTuple):
+    """What one update learns from, flattened to ``[T * N]``."""
+
+    advantages: torch.Tensor
+    """Policy-gradient advantages (before normalisation)."""
+    returns: torch.Tensor
+    """Value-function targets."""
+    old_logp: torch.Tensor
+    """Log-probs the clipped ratio is taken against."""
+    old_values: torch.Tensor
+    """Values the value clipping (``clip_vf``) is centred on."""
+    value_pred: np.ndarray
+    """``[T, N]`` values scored against ``returns`` by the explained variance."""
 
 
 class PPOLearner:
@@ -61,6 +81,11 @@ class PPOLearner:
     def step(self, batch: Rollout) -> dict[str, float]:
         """Run ``n_epochs`` of minibatch updates on one fragment.
 
+        A fresh fragment (``batch.policy_version == version``) gets GAE
+        advantages and returns. A stale one (older ``policy_version``) with
+        ``off_policy_correction="vtrace"`` gets V-trace targets instead
+        (:meth:`_vtrace_targets`); with ``"none"`` it is used as if fresh.
+
         Args:
             batch: a fragment with ``T * N`` transitions.
 
@@ -68,7 +93,11 @@ class PPOLearner:
             Metrics: ``losses/policy``, ``losses/value``, ``losses/entropy``,
             ``losses/approx_kl``, ``losses/clip_fraction``,
             ``losses/explained_variance``, ``losses/grad_norm``, ``charts/lr``,
-            ``charts/clip_coef``, ``charts/policy_version``.
+            ``charts/clip_coef``, ``charts/policy_version``,
+            ``charts/fragment_lag`` (``version - batch.policy_version``), and
+            when V-trace ran ``losses/vtrace_rho_mean`` and
+            ``losses/vtrace_rho_clipped_frac`` (importance weights
+            ``pi / mu`` and the fraction above ``vtrace_rho_bar``).
         """
         cfg = self.config
         self.env_steps += batch.num_steps * batch.num_envs
@@ -76,24 +105,35 @@ class PPOLearner:
         clip = self._schedule(cfg.clip_coef, cfg.clip_schedule)
         self.optimizer.lr = lr
 
-        advantages, returns = gae(
-            batch.rewards,
-            batch.values,
-            batch.dones,
-            batch.last_values,
-            cfg.gamma,
-            cfg.gae_lambda,
-        )
         size = batch.num_steps * batch.num_envs
         obs = torch.from_numpy(batch.observations.reshape(size, -1).astype(np.float32))
         act_np = batch.actions.reshape(size, *batch.actions.shape[2:])
         actions = torch.from_numpy(act_np)
         if self.net.discrete:
             actions = actions.long()
-        old_logp = torch.from_numpy(batch.log_probs.reshape(size).astype(np.float32))
-        old_values = torch.from_numpy(batch.values.reshape(size).astype(np.float32))
-        adv_all = torch.from_numpy(advantages.reshape(size))
-        ret_all = torch.from_numpy(returns.reshape(size))
+        lag = self.version - batch.policy_version
+        extra: dict[str, float] = {"charts/fragment_lag": float(lag)}
+        if lag > 0 and cfg.off_policy_correction == "vtrace":
+            targets, rho_metrics = self._vtrace_targets(batch, obs, actions)
+            extra.update(rho_metrics)
+        else:
+            advantages, returns = gae(
+                batch.rewards,
+                batch.values,
+                batch.dones,
+                batch.last_values,
+                cfg.gamma,
+                cfg.gae_lambda,
+            )
+            targets = _Targets(
+                advantages=torch.from_numpy(advantages.reshape(size)),
+                returns=torch.from_numpy(returns.reshape(size)),
+                old_logp=torch.from_numpy(batch.log_probs.reshape(size).astype(np.float32)),
+                old_values=torch.from_numpy(batch.values.reshape(size).astype(np.float32)),
+                value_pred=batch.values,
+            )
+        old_logp, old_values = targets.old_logp, targets.old_values
+        adv_all, ret_all = targets.advantages, targets.returns
         mb = min(cfg.minibatch_size, size)
         normalize = cfg.norm_adv and mb > 1
         if normalize and mb == size:
@@ -167,12 +207,77 @@ class PPOLearner:
             "losses/clip_fraction": mean[4],
             "losses/grad_norm": float(np.mean(grad_norms)),
             "losses/explained_variance": _explained_variance(
-                batch.values.reshape(-1), returns.reshape(-1)
+                targets.value_pred.reshape(-1), targets.returns.numpy()
             ),
             "charts/lr": lr,
             "charts/clip_coef": clip,
             "charts/policy_version": float(self.version),
+            **extra,
         }
+
+    def _vtrace_targets(
+        self, batch: Rollout, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[_Targets, dict[str, float]]:
+        """V-trace targets of the current policy ``pi`` from a fragment of an older ``mu``.
+
+        The update is split in two, as in IMPACT (Luo et al. 2020, with the
+        policy at the start of the update as its target network) and RLlib's
+        APPO: V-trace corrects from the behaviour ``mu`` to the policy ``pi``
+        this update starts from (``vs`` as value targets, ``pg_advantages``,
+        which carry the clipped weight ``min(rho_bar, pi/mu)``, as advantages),
+        and the clipped surrogate takes its ratio against ``pi``
+        (``old_logp = log pi``), so PPO's trust region is around ``pi``, not
+        around the stale ``mu``. The trace lambda is ``gae_lambda``, so on
+        fresh data ``vs`` would be GAE's returns (``pg_advantages`` equals
+        GAE's advantages only at lambda 1: it is ``r + gamma * vs' - V``, eq. 4).
+
+        Args:
+            batch: the stale fragment.
+            obs: ``[T * N, obs_dim]`` its observations.
+            actions: ``[T * N]`` or ``[T * N, act_dim]`` its actions.
+
+        Returns:
+            ``(targets, metrics)`` with ``losses/vtrace_rho_mean`` and
+            ``losses/vtrace_rho_clipped_frac``.
+        """
+        cfg = self.config
+        t, n = batch.num_steps, batch.num_envs
+        logp_pi, _, values_pi = self.net.evaluate(obs, actions, with_entropy=False)
+        if batch.last_observations is not None:
+            last_obs = batch.last_observations.reshape(n, -1).astype(np.float32)
+            last_values = self.net(torch.from_numpy(last_obs))[1].numpy()
+        else:
+            # No final observation: bootstrap from the behaviour critic's estimate
+            # (it enters through the TD error of step T - 1, unless that step ended
+            # an episode, and reaches back only to the env's last episode end).
+            last_values = batch.last_values
+        values = values_pi.numpy().reshape(t, n)
+        log_rhos = logp_pi.numpy().reshape(t, n).astype(np.float64) - batch.log_probs
+        vs, pg_advantages = vtrace(
+            log_rhos,
+            batch.rewards,
+            values,
+            batch.dones,
+            last_values,
+            cfg.gamma,
+            lam=cfg.gae_lambda,
+            rho_bar=cfg.vtrace_rho_bar,
+            c_bar=cfg.vtrace_c_bar,
+        )
+        rhos = np.exp(log_rhos)
+        targets = _Targets(
+            advantages=torch.from_numpy(pg_advantages.reshape(t * n)),
+            returns=torch.from_numpy(vs.reshape(t * n)),
+            old_logp=logp_pi.float(),
+            # Clip value updates around the critic this update starts from.
+            old_values=values_pi.float(),
+            value_pred=values,
+        )
+        metrics = {
+            "losses/vtrace_rho_mean": float(rhos.mean()),
+            "losses/vtrace_rho_clipped_frac": float((rhos > cfg.vtrace_rho_bar).mean()),
+        }
+        return targets, metrics
 
     # -- checkpointing: tensors go to safetensors, the rest to JSON ---------------
     def state_dict(self) -> dict[str, Any]:

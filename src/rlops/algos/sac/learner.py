@@ -79,13 +79,13 @@ class SACLearner:
         action_high: Sequence[float] | np.ndarray,
         total_steps: int,
         replay: Replay,
-        writer: Writer,
+        writer: Writer | Sequence[Writer],
         seed: int,
     ) -> None:
         self.config = config
         self.total_steps = total_steps
         self.replay = replay
-        self.writer = writer
+        self.writers = list(writer) if isinstance(writer, Sequence) else [writer]
         self.act_dim = act_dim
         with torch.random.fork_rng(devices=[]):  # seed the init without touching global state
             torch.manual_seed(seed)
@@ -143,7 +143,7 @@ class SACLearner:
             ``replay/size``, ``charts/gradient_steps``, ``charts/policy_version``.
         """
         cfg = self.config
-        store_fragment(self.writer, self.replay, batch)
+        store_fragment(self._writer_for(batch.source), self.replay, batch)
         self.env_steps += batch.num_steps * batch.num_envs
         metrics: dict[str, float] = {}
         if self.env_steps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
@@ -223,6 +223,14 @@ class SACLearner:
             critic.update_target(cfg.tau)
         return metrics
 
+    def _writer_for(self, source: int) -> Writer:
+        if not 0 <= source < len(self.writers):
+            raise ValueError(
+                f"fragment from actor stream {source}, but this learner has "
+                f"{len(self.writers)} n-step writer(s) (streams 0..{len(self.writers) - 1})"
+            )
+        return self.writers[source]
+
     def state_dict(self) -> dict[str, Any]:
         """Tensors (weights, target, log alpha, Adam moments, noise RNG) and JSON-able counters.
 
@@ -251,7 +259,7 @@ class SACLearner:
             "tensors": tensors,
             "meta": meta,
             "replay": self.replay.state_dict(),
-            "writer": self.writer.state_dict(),
+            "writer": [w.state_dict() for w in self.writers],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -276,4 +284,8 @@ class SACLearner:
         self.env_steps = int(meta["env_steps"])
         self.gradient_steps = int(meta["gradient_steps"])
         self.replay.load_state_dict(state["replay"])
-        self.writer.load_state_dict(state["writer"])
+        writer_states = state["writer"]
+        if isinstance(writer_states, Mapping):  # one stream (inline runs)
+            writer_states = [writer_states]
+        for writer, writer_state in zip(self.writers, writer_states, strict=False):
+            writer.load_state_dict(writer_state)
