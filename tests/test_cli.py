@@ -197,9 +197,35 @@ BAD_INPUTS: dict[str, tuple[list[str], list[str]]] = {
     "resume_not_a_run": (["train", "--resume", "no-such-run"], ["not a run directory"]),
     "resume_with_set": (
         ["train", "--resume", "run", "--set", "seed=1"],
-        ["--set is not allowed"],
+        ["--set, --backend, --num-actors and --mode are not allowed"],
     ),
     "nan_from_env": (NAN_RUN, [f"at step {NAN_STEP} contains NaN", "observation of env "]),
+    "backend_typo": (
+        ["train", "configs/cartpole_ppo.yaml", "--backend", "proces"],
+        ["runtime.backend: 'proces' is not allowed", "'inline', 'process', 'ray'"],
+    ),
+    "actor_cannot_start": (
+        [
+            "train",
+            "configs/cartpole_ppo.yaml",
+            *QUIET,
+            "--backend",
+            "process",
+            "--set",
+            "env.id=rlops/CartPoleCrashing-v0",
+            "--set",
+            "env.kwargs={p_crash_reset: 1.0}",
+            "--set",
+            "runtime.max_restarts=0",
+            "--out",
+            "cannot-start",
+        ],
+        ["actor 0 raised", "EnvCrash", "restarts exhausted (runtime.max_restarts=0"],
+    ),
+    "resume_with_backend": (
+        ["train", "--resume", "run", "--backend", "process"],
+        ["--backend", "not allowed"],
+    ),
 }
 
 
@@ -392,3 +418,57 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(workdir: Path) -> None
     assert got["env_steps"] == want["env_steps"] == KILL_STEPS
     assert got["weights_hash"] == want["weights_hash"]
     assert got["version"] == want["version"]
+
+
+def test_process_backend_killed_run_leaves_no_actors_and_resumes(workdir: Path) -> None:
+    """SIGKILL the learner of a 2-actor process run: its actors die with it; --resume finishes."""
+    from rlops.testing import actor_processes
+
+    total = 40960
+    victim = subprocess.Popen(
+        rlops_cmd(
+            "train",
+            "configs/cartpole_ppo.yaml",
+            *QUIET,
+            "--backend",
+            "process",
+            "--num-actors",
+            "2",
+            "--set",
+            f"total_steps={total}",
+            "--set",
+            "runtime.checkpoint_every=4096",
+            "--out",
+            "proc-killed",
+        ),
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_checkpoints(workdir / "proc-killed", 1, victim)
+        actors = actor_processes(victim.pid)
+        assert len(actors) == 2
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=TIMEOUT)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in actors) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in actors), "orphaned actors"
+    killed_at = load_latest_checkpoint(workdir / "proc-killed").step
+    assert 0 < killed_at < total
+
+    resumed = run_rlops("train", "--resume", "proc-killed", cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((workdir / "proc-killed" / "summary.json").read_text())
+    assert summary["env_steps"] == total
+    steps = [
+        json.loads(line)["step"]
+        for line in (workdir / "proc-killed" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # monotonic counters

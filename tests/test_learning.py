@@ -56,3 +56,36 @@ def test_sac_beats_minus_250_on_pendulum_within_20k_steps(tmp_path: Path) -> Non
     result = train(config, out_dir=tmp_path / "run")
     returns = [round(e.mean_return, 1) for e in result.evaluations]
     assert result.final_return >= -250, returns
+
+
+@pytest.mark.slow
+def test_ppo_with_crashing_envs_and_two_process_actors_reaches_450(tmp_path: Path) -> None:
+    """RLlib's CartPoleCrashing test, on the process backend: actors crash and are replaced.
+
+    Two sync actors with 4 envs each make the same 256-step batches as the
+    inline config; the crash rates are per sub-env step and per reset. Seed 0.
+    """
+    config = load_config(
+        str(CONFIGS / "cartpole_ppo.yaml"),
+        [
+            "seed=0",
+            *QUIET,
+            "env.id=rlops/CartPoleCrashing-v0",
+            "env.num_envs=4",
+            "env.kwargs={p_crash_step: 0.0005, p_crash_reset: 0.005}",
+            "eval.env_id=rlops/CartPole-v1",
+            "runtime.backend=process",
+            "runtime.num_actors=2",
+            "runtime.max_restarts=1000",
+        ],
+    )
+    result = train(config, out_dir=tmp_path / "run")
+    metrics = result.metrics
+    returns = [e.mean_return for e in result.evaluations]
+    assert metrics["runtime/actor_restarts"] >= 5, metrics
+    assert max(returns) >= 450, returns
+    assert metrics["runtime/steps_taken"] == (
+        metrics["runtime/steps_accepted"]
+        + metrics["runtime/steps_dropped"]
+        + metrics["runtime/steps_discarded_at_stop"]
+    )

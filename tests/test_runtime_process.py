@@ -177,10 +177,27 @@ def test_all_actors_crashing_without_restarts_fails_fast(tmp_path: Path) -> None
     assert time.monotonic() - started < 20.0
 
 
-def test_actor_that_cannot_start_names_the_cause(tmp_path: Path) -> None:
+def test_actor_whose_reset_always_crashes_exhausts_its_restarts(tmp_path: Path) -> None:
     env = EnvConfig(id=CRASHING, num_envs=2, kwargs={"p_crash_reset": 1.0})
-    with pytest.raises(ActorFailure, match=r"actor 0 raised .*EnvCrash.*while starting"):
-        train(_config(env=env, backend="process"), out_dir=tmp_path)
+    with pytest.raises(ActorFailure, match=r"actor 0 raised .*EnvCrash.*reset.*max_restarts=2"):
+        train(_config(env=env, backend="process", max_restarts=2), out_dir=tmp_path)
+
+
+def test_actor_whose_env_cannot_be_built_fails_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The learner process builds the env fine; only the actor processes get a bad id.
+    from rlops.runtime.process import ProcessFleet
+
+    real_init = ProcessFleet.__init__
+
+    def init(self: ProcessFleet, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self._config_data["env"]["id"] = "rlops/Nope-v0"
+
+    monkeypatch.setattr(ProcessFleet, "__init__", init)
+    with pytest.raises(ActorFailure, match=r"actor 0 raised .*rlops/Nope-v0.*while starting"):
+        train(_config(backend="process"), out_dir=tmp_path)
 
 
 def test_hung_actor_start_times_out(tmp_path: Path) -> None:

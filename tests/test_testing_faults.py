@@ -256,3 +256,12 @@ def test_load_state_dict_rejects_a_bad_state() -> None:
         env.load_state_dict({**state, "fault_rng": {"bit_generator": "MT19937"}})
     with pytest.raises(EnvError, match="num_envs"):
         CrashingCartPole(3).load_state_dict(state)
+
+
+def test_step_cost_burns_cpu_time_per_sub_env_step() -> None:
+    env = make_vec("rlops/CartPoleCrashing-v0", 4, step_cost_s=0.001)
+    env.reset(seed=0)
+    started = time.thread_time()
+    for _ in range(5):
+        env.step(np.zeros(4, dtype=np.int64))
+    assert time.thread_time() - started >= 5 * 4 * 0.001

@@ -371,6 +371,9 @@ class CrashConfig:
     """Raise :class:`EnvCrash` on exactly the ``k``-th ``step()`` after each reset; 0 = off."""
     hang_on_reset_s: float = 0.0
     """Seconds every ``reset()`` sleeps before resetting (a hung actor start); 0 = off."""
+    step_cost_s: float = 0.0
+    """CPU seconds every sub-env step burns (busy-waiting, not sleeping): a stand-in
+    for an expensive simulator, so that env stepping dominates (scaling benchmarks)."""
 
     def __post_init__(self) -> None:
         for name in ("p_crash_step", "p_crash_reset", "p_hang_step"):
@@ -378,7 +381,7 @@ class CrashConfig:
             check(
                 _is_real(value) and 0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value!r}"
             )
-        for name in ("hang_s", "hang_on_reset_s"):
+        for name in ("hang_s", "hang_on_reset_s", "step_cost_s"):
             value = getattr(self, name)
             check(_is_real(value) and value >= 0.0, name, f"must be seconds >= 0, got {value!r}")
         check(
@@ -405,6 +408,13 @@ dynamics stream that the same ``reset(seed=...)`` seeds."""
 
 def _fault_rng(entropy: int) -> np.random.Generator:
     return np.random.default_rng([_FAULT_STREAM, entropy])
+
+
+def _burn(seconds: float) -> None:
+    """Busy-wait ``seconds`` of this thread's CPU time (a simulator's work, not a sleep)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 def _sleep(seconds: float) -> None:
@@ -533,6 +543,8 @@ class CrashingCartPole(gym.vector.VectorWrapper[F32, Ints, F32, Ints, npt.NDArra
                     f"{hit[0]} (p_crash_step={c.p_crash_step})"
                 )
         result = self._cartpole.step(actions)
+        if c.step_cost_s > 0.0:
+            _burn(c.step_cost_s * self.num_envs)
         if c.p_hang_step > 0.0 and self._fault_rng.random() < c.p_hang_step:
             _sleep(c.hang_s)
         return result

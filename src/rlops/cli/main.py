@@ -29,8 +29,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume is None and args.config is None:
         raise RlopsError("train: give a CONFIG file, or --resume RUN_DIR to continue a run")
-    if args.resume is not None and args.set:
-        raise RlopsError("train --resume: --set is not allowed; the run keeps its config.yaml")
+    runtime = [
+        f"runtime.{key}={value}"
+        for key, value in (
+            ("backend", args.backend),
+            ("num_actors", args.num_actors),
+            ("mode", args.mode),
+        )
+        if value is not None
+    ]
+    if args.resume is not None and (args.set or runtime):
+        raise RlopsError(
+            "train --resume: --set, --backend, --num-actors and --mode are not allowed; "
+            "the run keeps its config.yaml"
+        )
+    args.set = [*args.set, *runtime]
     # Validate the config before importing torch: a typo fails in a fraction of a second.
     config = None if args.resume is not None else load_config(args.config, args.set)
     from rlops.runtime.loop import train
@@ -171,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument(
+        "--backend",
+        help="where actors run: inline, process or ray (same as --set runtime.backend=...)",
+    )
+    p.add_argument(
+        "--num-actors", type=int, help="actors on the process/ray backend (runtime.num_actors)"
+    )
+    p.add_argument("--mode", help="sync or async (runtime.mode)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a policy artifact on an environment")

@@ -60,6 +60,12 @@ class EvalConfig:
     """Parallel evaluation sub-envs."""
     deterministic: bool = True
     """Act with the most likely action (argmax / mean)."""
+    env_id: str | None = None
+    """Evaluate on this env id instead of ``env.id`` (e.g. without the fault
+    injection or domain randomization used in training); null = ``env.id``."""
+    env_kwargs: dict[str, Any] | None = None
+    """Constructor kwargs for the evaluation env; null = ``env.kwargs`` when
+    ``env_id`` is null, none otherwise."""
 
     def __post_init__(self) -> None:
         check(self.every_steps >= 0, "eval.every_steps", f"must be >= 0, got {self.every_steps}")

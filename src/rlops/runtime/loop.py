@@ -180,9 +180,11 @@ class _Run:
     def evaluate(self) -> Evaluation:
         cfg = self.config.eval
         policy = self.policy()
-        env = make_vec(
-            self.config.env.id, min(cfg.num_envs, cfg.episodes), **self.config.env.kwargs
-        )
+        env_id = cfg.env_id or self.config.env.id
+        kwargs = cfg.env_kwargs
+        if kwargs is None:
+            kwargs = self.config.env.kwargs if cfg.env_id is None else {}
+        env = make_vec(env_id, min(cfg.num_envs, cfg.episodes), **kwargs)
         try:
             result = run_episodes(
                 env,

@@ -108,6 +108,7 @@ def _worker_main(args: _WorkerArgs, conn: Connection) -> None:
     """Entry point of an actor process."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
+    phase = "build"  # a build failure is deterministic: the learner does not retry it
     try:
         config = config_from_dict(args.config)
         plugin = PLUGINS[config.algo.name]
@@ -121,6 +122,7 @@ def _worker_main(args: _WorkerArgs, conn: Connection) -> None:
         actor = plugin.actor(
             config, env, spec, timer, actor_seed(config, args.actor_id, args.incarnation) + offset
         )
+        phase = "run"
         actor.reset(seed=env_seed(config, args.actor_id, args.incarnation) + offset)
         board = WeightBoard(args.board_layout, args.board)
         slots = [SharedArrays(args.slot_layout, name) for name in args.slots]
@@ -154,7 +156,7 @@ def _worker_main(args: _WorkerArgs, conn: Connection) -> None:
     except Exception as exc:  # report the cause, then die: the learner restarts us
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
         with contextlib.suppress(OSError, ValueError):
-            conn.send(("error", detail))
+            conn.send(("error", detail, phase))
         conn.close()
         os._exit(1)
 
@@ -277,7 +279,7 @@ class ProcessFleet:
                     f"actor(s) {ids} did not start within runtime.start_timeout_s="
                     f"{self.config.runtime.start_timeout_s:g} s (a hung env constructor or reset?)"
                 )
-            self._poll(waiting, min(remaining, 1.0), starting=True)
+            self._poll(waiting, min(remaining, 1.0))
         if not self.sync:
             for actor in self._actors:
                 for slot in range(SLOTS):
@@ -367,8 +369,9 @@ class ProcessFleet:
             seed_offset=self.seed_offset,
         )
         child = _Child(f"rlops-actor-{actor.actor_id}")
-        child.conn.send(args)
-        actor.process, actor.conn = child, child.conn
+        actor.process, actor.conn = child, child.conn  # owned now: close() stops it
+        with contextlib.suppress(OSError):  # a child that died at once is noticed by _poll
+            child.conn.send(args)
         actor.ready = False
         actor.started_at = time.monotonic()
         actor.version = -1
@@ -381,7 +384,7 @@ class ProcessFleet:
         with contextlib.suppress(OSError):  # a dead actor is noticed (and replaced) by _poll
             actor.conn.send(("collect", slot))
 
-    def _poll(self, actors: list[_Actor], timeout: float, starting: bool = False) -> list[Delivery]:
+    def _poll(self, actors: list[_Actor], timeout: float) -> list[Delivery]:
         """Handle messages, deaths and timeouts of ``actors`` for up to ``timeout`` s."""
         waitables: list[Any] = []
         for actor in actors:
@@ -396,6 +399,7 @@ class ProcessFleet:
             if actor.conn is None or actor.process is None:
                 continue
             failure = ""
+            fatal = False
             try:
                 while actor.conn.poll():
                     message = actor.conn.recv()
@@ -406,14 +410,16 @@ class ProcessFleet:
                         deliveries.append(self._receive(actor, message))
                     elif message[0] == "error":
                         failure = f"actor {actor.actor_id} raised {message[1]}"
+                        fatal = message[2] == "build"
             except (EOFError, OSError):
                 failure = failure or self._death_cause(actor)
             if not failure and not actor.process.is_alive():
                 failure = self._death_cause(actor)
             if not failure:
                 failure = self._timed_out(actor)
+                fatal = bool(failure) and not actor.ready
             if failure:
-                self._replace(actor, failure, starting=starting)
+                self._replace(actor, failure, fatal=fatal and actor.incarnation == 0)
         return deliveries
 
     def _receive(self, actor: _Actor, message: tuple[Any, ...]) -> Delivery:
@@ -491,8 +497,12 @@ class ProcessFleet:
         actor.conn, actor.process = None, None
         actor.ready = False
 
-    def _replace(self, actor: _Actor, failure: str, starting: bool) -> None:
-        """Kill ``actor``, count its partial fragment lost, and start a new incarnation."""
+    def _replace(self, actor: _Actor, failure: str, fatal: bool) -> None:
+        """Kill ``actor``, count its partial fragment lost, and start a new incarnation.
+
+        ``fatal``: the first incarnation could not be built or did not start in
+        time: a configuration problem that a restart would only repeat.
+        """
         assert actor.process is not None
         if actor.process.is_alive():
             actor.process.kill()
@@ -503,7 +513,7 @@ class ProcessFleet:
         pending = actor.outstanding
         actor.outstanding = []
         rt = self.config.runtime
-        if starting and actor.incarnation == 0:
+        if fatal:
             self.close()
             raise ActorFailure(f"{failure} while starting; training stopped before it began")
         if self._stats.restarts >= rt.max_restarts:
