@@ -56,8 +56,13 @@ class Writer(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
-def store_fragment(writer: Writer, replay: Replay, batch: Transitions) -> None:
-    """Feed a fragment's steps through the n-step ``writer`` into ``replay``."""
+def store_fragment(writer: Writer, replay: Replay, batch: Transitions) -> int:
+    """Feed a fragment's steps through the n-step ``writer`` into ``replay``.
+
+    Returns:
+        The number of replay items inserted.
+    """
+    inserted = 0
     for t in range(batch.num_steps):
         items = writer.add(
             batch.observations[t],
@@ -69,6 +74,8 @@ def store_fragment(writer: Writer, replay: Replay, batch: Transitions) -> None:
         )
         if items is not None and len(items["reward"]):
             replay.add(items)
+            inserted += len(items["reward"])
+    return inserted
 
 
 class DQNLearner:
@@ -111,6 +118,7 @@ class DQNLearner:
         self.version = 0
         self.env_steps = 0
         self.gradient_steps = 0
+        self.inserted = 0
         self.last_target_update = 0
 
     def get_variables(self) -> tuple[int, dict[str, np.ndarray]]:
@@ -130,7 +138,7 @@ class DQNLearner:
             ran), ``replay/size``, ``charts/epsilon``, ``charts/gradient_steps``.
         """
         cfg = self.config
-        store_fragment(self._writer_for(batch.source), self.replay, batch)
+        self.inserted += store_fragment(self._writer_for(batch.source), self.replay, batch)
         self.env_steps += batch.num_steps * batch.num_envs
         if cfg.prioritized:
             # Anneal the importance-sampling exponent to 1 (Schaul et al. 2016, sec. 3.4).
@@ -155,6 +163,11 @@ class DQNLearner:
                 metrics["losses/grad_norm"] = float(np.mean(norms))
         self.version += 1
         metrics["replay/size"] = float(len(self.replay))
+        metrics["replay/inserted"] = float(self.inserted)
+        if self.inserted:
+            # Sampled items per inserted item: fixed by gradient_steps per fragment.
+            sampled = self.gradient_steps * self.config.batch_size
+            metrics["replay/samples_per_insert"] = sampled / self.inserted
         metrics["charts/epsilon"] = self.epsilon()
         metrics["charts/gradient_steps"] = float(self.gradient_steps)
         metrics["charts/policy_version"] = float(self.version)
@@ -209,6 +222,7 @@ class DQNLearner:
                 "version": self.version,
                 "env_steps": self.env_steps,
                 "gradient_steps": self.gradient_steps,
+                "inserted": self.inserted,
                 "last_target_update": self.last_target_update,
                 "optim_steps": opt["steps"],
                 "lr": opt["lr"],
@@ -234,6 +248,7 @@ class DQNLearner:
         self.version = int(meta["version"])
         self.env_steps = int(meta["env_steps"])
         self.gradient_steps = int(meta["gradient_steps"])
+        self.inserted = int(meta.get("inserted", 0))
         self.last_target_update = int(meta["last_target_update"])
         self.replay.load_state_dict(state["replay"])
         writer_states = state["writer"]

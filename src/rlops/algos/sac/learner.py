@@ -113,6 +113,7 @@ class SACLearner:
         self.version = 0
         self.env_steps = 0
         self.gradient_steps = 0
+        self.inserted = 0
 
     @property
     def alpha(self) -> float:
@@ -143,7 +144,7 @@ class SACLearner:
             ``replay/size``, ``charts/gradient_steps``, ``charts/policy_version``.
         """
         cfg = self.config
-        store_fragment(self._writer_for(batch.source), self.replay, batch)
+        self.inserted += store_fragment(self._writer_for(batch.source), self.replay, batch)
         self.env_steps += batch.num_steps * batch.num_envs
         metrics: dict[str, float] = {}
         if self.env_steps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
@@ -158,6 +159,11 @@ class SACLearner:
         self.version += 1
         metrics["charts/alpha"] = self.alpha
         metrics["replay/size"] = float(len(self.replay))
+        metrics["replay/inserted"] = float(self.inserted)
+        if self.inserted:
+            # Sampled items per inserted item: fixed by gradient_steps per fragment.
+            sampled = self.gradient_steps * self.config.batch_size
+            metrics["replay/samples_per_insert"] = sampled / self.inserted
         metrics["charts/gradient_steps"] = float(self.gradient_steps)
         metrics["charts/policy_version"] = float(self.version)
         return metrics
@@ -248,6 +254,7 @@ class SACLearner:
             "version": self.version,
             "env_steps": self.env_steps,
             "gradient_steps": self.gradient_steps,
+            "inserted": self.inserted,
         }
         for name, optimizer in self.optimizers.items():
             opt = optimizer.state_dict()
@@ -283,6 +290,7 @@ class SACLearner:
         self.version = int(meta["version"])
         self.env_steps = int(meta["env_steps"])
         self.gradient_steps = int(meta["gradient_steps"])
+        self.inserted = int(meta.get("inserted", 0))
         self.replay.load_state_dict(state["replay"])
         writer_states = state["writer"]
         if isinstance(writer_states, Mapping):  # one stream (inline runs)
