@@ -200,11 +200,17 @@ def test_actor_whose_env_cannot_be_built_fails_at_start(
         train(_config(backend="process"), out_dir=tmp_path)
 
 
-def test_hung_actor_start_times_out(tmp_path: Path) -> None:
+def test_hung_actor_start_is_cut_off_counted_and_replaced(tmp_path: Path) -> None:
+    # Every reset hangs, so every replacement hangs too: restarts run out, quickly.
     env = EnvConfig(id=CRASHING, num_envs=2, kwargs={"hang_on_reset_s": 30.0})
     started = time.monotonic()
-    with pytest.raises(ActorFailure, match="start_timeout_s=1"):
-        train(_config(env=env, backend="process", start_timeout_s=1.0), out_dir=tmp_path)
+    with pytest.raises(
+        ActorFailure, match=r"did not start within runtime\.start_timeout_s=1 s.*max_restarts=2"
+    ):
+        train(
+            _config(env=env, backend="process", start_timeout_s=1.0, max_restarts=2),
+            out_dir=tmp_path,
+        )
     assert time.monotonic() - started < 15.0
 
 
