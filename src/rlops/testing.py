@@ -50,6 +50,7 @@ __all__ = [
     "Fault",
     "FaultyVectorEnv",
     "InjectNonFinite",
+    "MaskedChoice",
     "NaNCartPole",
     "TruncateAt",
     "Where",
@@ -666,3 +667,75 @@ def actor_processes(parent: int | None = None) -> list[int]:
         if ppid == parent and state != "Z" and b"rlops.runtime._actor_main" in cmdline:
             found.append(int(entry))
     return sorted(found)
+
+
+class MaskedChoice(gym.vector.VectorEnv[F32, npt.NDArray[np.int64], npt.NDArray[Any]]):
+    """A vector env with per-step action masks: pick the best eligible of ``n`` actions.
+
+    Observation: the ``[n]`` eligibility bits of the current step (float32).
+    Action ``a`` in ``Discrete(n)`` pays ``a / (n - 1)`` when eligible; an
+    ineligible action pays -1 and is counted in :attr:`violations` (a masked
+    policy never incurs one). Episodes are truncated after ``length`` steps.
+    Masks are drawn uniformly with at least one eligible action per row.
+
+    Args:
+        num_envs: sub-envs.
+        n: actions.
+        length: steps per episode.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int, n: int = 4, length: int = 10) -> None:
+        self.num_envs = num_envs
+        self.n = n
+        self.length = length
+        self.single_observation_space = gym.spaces.Box(0.0, 1.0, (n,), np.float32)
+        self.single_action_space = gym.spaces.Discrete(n)
+        self.observation_space = gym.vector.utils.batch_space(
+            self.single_observation_space, num_envs
+        )
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.rng = np.random.default_rng()
+        self.t = np.zeros(num_envs, dtype=np.int64)
+        self.mask = np.ones((num_envs, n), dtype=bool)
+        self.violations = 0
+
+
+    def _draw(self, rows: np.ndarray) -> None:
+        mask = self.rng.random((len(rows), self.n)) < 0.5
+        mask[np.arange(len(rows)), self.rng.integers(0, self.n, len(rows))] = True
+        self.mask[rows] = mask
+
+    def action_masks(self) -> np.ndarray:
+        """``[N, n]`` eligible actions now."""
+        return self.mask.copy()
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[F32, dict[str, Any]]:
+        """Start all episodes."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.t[:] = 0
+        self._draw(np.arange(self.num_envs))
+        return self.mask.astype(np.float32), {}
+
+    def step(self, actions: Any) -> tuple[F32, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Pay for the chosen actions, then draw the next masks."""
+        actions = np.asarray(actions, dtype=np.int64)
+        rows = np.arange(self.num_envs)
+        eligible = self.mask[rows, actions]
+        self.violations += int((~eligible).sum())
+        rewards = np.where(eligible, actions / (self.n - 1), -1.0)
+        self.t += 1
+        truncated = self.t >= self.length
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        info: dict[str, Any] = {}
+        final = self.mask.astype(np.float32)
+        if truncated.any():
+            info = {"final_obs": final, "_final_obs": truncated.copy()}
+            self.t[truncated] = 0
+        self._draw(rows)
+        return self.mask.astype(np.float32), rewards, terminated, truncated, info
+
+    def close(self, **kwargs: Any) -> None:
+        """Nothing to release."""

@@ -184,14 +184,18 @@ class NumpyActorCritic:
         return _NumpyMLP(tensors, "f", self.spec.activation)
 
     def sample_with_value(
-        self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False
+        self,
+        obs: np.ndarray,
+        rng: np.random.Generator,
+        deterministic: bool = False,
+        mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`sample` and :meth:`value` in one pass; returns ``(actions, logp, values)``."""
         if self._fused is None:
-            actions, logp = self.sample(obs, rng, deterministic)
+            actions, logp = self.sample(obs, rng, deterministic, mask)
             return actions, logp, self.value(obs)
         out = self._fused(obs)
-        actions, logp = self._sample_from(out[:, :-1], rng, deterministic)
+        actions, logp = self._sample_from(out[:, :-1], rng, deterministic, mask)
         return actions, logp, out[:, -1]
 
     def value(self, obs: np.ndarray) -> np.ndarray:
@@ -204,21 +208,36 @@ class NumpyActorCritic:
             raise ArtifactError("this policy carries no value network")
         return self.vf(obs)[:, 0]
 
-    def probs(self, obs: np.ndarray) -> np.ndarray:
-        """``[B, A]`` action probabilities (categorical, or epsilon-greedy for a Q head)."""
+    def probs(self, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """``[B, A]`` action probabilities (categorical, or epsilon-greedy for a Q head).
+
+        With ``mask`` (``[B, A]`` bool, True = eligible) ineligible actions get
+        probability 0 and the rest is renormalised over the eligible ones.
+        """
         logits = self.pi(obs)
         if self.spec.head == "q":
-            n = logits.shape[1]
-            probs = np.full(logits.shape, self.spec.epsilon / n, dtype=np.float32)
+            if mask is not None:
+                logits = np.where(mask, logits, -np.inf)
+                eligible = mask.sum(axis=1, keepdims=True)
+                probs = np.where(mask, self.spec.epsilon / eligible, 0.0).astype(np.float32)
+            else:
+                n = logits.shape[1]
+                probs = np.full(logits.shape, self.spec.epsilon / n, dtype=np.float32)
             probs[np.arange(logits.shape[0]), logits.argmax(axis=1)] += 1.0 - self.spec.epsilon
             return probs
+        if mask is not None:
+            logits = np.where(mask, logits, -np.inf).astype(np.float32)
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=1, keepdims=True)
         return logits
 
     def sample(
-        self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False
+        self,
+        obs: np.ndarray,
+        rng: np.random.Generator,
+        deterministic: bool = False,
+        mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Choose actions for a batch of (preprocessed) observations.
 
@@ -226,6 +245,9 @@ class NumpyActorCritic:
             obs: ``[B, obs_dim]`` float32.
             rng: source of randomness for sampling.
             deterministic: take the mode (argmax / mean) instead of sampling.
+            mask: ``[B, A]`` bool eligible actions (discrete heads); an ineligible
+                action is never returned and log-probabilities are those of the
+                distribution renormalised over the eligible actions.
 
         Returns:
             ``(actions, log_probs)``: ``[B]`` int64 or ``[B, act_dim]`` float32
@@ -236,17 +258,21 @@ class NumpyActorCritic:
         if self.spec.head == "q":
             eps = self.spec.epsilon
             if not deterministic:
-                return self.epsilon_greedy(obs, rng, eps)
+                return self.epsilon_greedy(obs, rng, eps, mask)
             # Greedy action, reported with its probability under the policy's
             # epsilon-greedy distribution (as argmax of a categorical head is).
-            actions, _ = self.epsilon_greedy(obs, rng, 0.0)
-            n = self.spec.act_dim
-            logp = np.full(actions.shape, np.log(1.0 - eps + eps / n), dtype=np.float32)
-            return actions, logp
-        return self._sample_from(self.pi(obs), rng, deterministic)
+            actions, _ = self.epsilon_greedy(obs, rng, 0.0, mask)
+            n = self.spec.act_dim if mask is None else mask.sum(axis=1)
+            logp = np.log(1.0 - eps + eps / np.asarray(n, dtype=np.float64)).astype(np.float32)
+            return actions, np.broadcast_to(logp, actions.shape).copy()
+        return self._sample_from(self.pi(obs), rng, deterministic, mask)
 
     def epsilon_greedy(
-        self, obs: np.ndarray, rng: np.random.Generator, epsilon: float
+        self,
+        obs: np.ndarray,
+        rng: np.random.Generator,
+        epsilon: float,
+        mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Epsilon-greedy actions of a Q head and their log-probabilities.
 
@@ -261,12 +287,23 @@ class NumpyActorCritic:
         """
         q = self.pi(obs)
         batch, n = q.shape
+        if mask is not None:
+            q = np.where(mask, q, -np.inf)
         greedy = q.argmax(axis=1)
         actions = greedy
+        eligible: np.ndarray | int = n if mask is None else mask.sum(axis=1)
         if epsilon > 0.0:
             explore = rng.random(batch) < epsilon
-            actions = np.where(explore, rng.integers(0, n, size=batch), greedy)
-        probs = epsilon / n + (1.0 - epsilon) * (actions == greedy)
+            if mask is None:
+                uniform = rng.integers(0, n, size=batch)
+            else:  # uniform over each row's eligible actions
+                cdf = np.cumsum(mask, axis=1)
+                pick = (rng.random(batch) * cdf[:, -1]).astype(np.int64)
+                uniform = (cdf <= pick[:, None]).sum(axis=1)
+            actions = np.where(explore, uniform, greedy)
+        probs = epsilon / np.asarray(eligible, dtype=np.float64) + (1.0 - epsilon) * (
+            actions == greedy
+        )
         return actions.astype(np.int64), np.log(probs).astype(np.float32)
 
     def _sample_squashed(
@@ -287,11 +324,17 @@ class NumpyActorCritic:
         return squashed * self.action_scale + self.action_bias, logp.astype(np.float32)
 
     def _sample_from(
-        self, out: np.ndarray, rng: np.random.Generator, deterministic: bool
+        self,
+        out: np.ndarray,
+        rng: np.random.Generator,
+        deterministic: bool,
+        mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.spec.head == "q":
             raise AssertionError("Q heads sample through epsilon_greedy")
         if self.spec.head == "categorical":
+            if mask is not None:
+                out = np.where(mask, out, -np.inf).astype(np.float32)
             out = out - out.max(axis=1, keepdims=True)
             log_z = np.log(np.exp(out).sum(axis=1, keepdims=True))
             out -= log_z  # log-probabilities
@@ -301,7 +344,13 @@ class NumpyActorCritic:
                 # Inverse-CDF sampling: one uniform per row.
                 cdf = np.exp(out).cumsum(axis=1)
                 u = np.asarray(rng.random(out.shape[0], dtype=np.float32))[:, None] * cdf[:, -1:]
-                actions = np.minimum((cdf < u).sum(axis=1), out.shape[1] - 1)
+                if mask is None:
+                    actions = np.minimum((cdf < u).sum(axis=1), out.shape[1] - 1)
+                else:
+                    # First index whose cdf exceeds u: never a zero-probability
+                    # (masked) action; rounding past the end maps to the last eligible.
+                    last = out.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+                    actions = np.minimum((cdf <= u).sum(axis=1), last)
             logp = out[np.arange(out.shape[0]), actions]
             return actions.astype(np.int64), logp.astype(np.float32)
         if deterministic:

@@ -111,13 +111,19 @@ class Policy:
             )
         return x, False
 
-    def act(self, obs: Any, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def act(
+        self, obs: Any, deterministic: bool = False, mask: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Choose actions for one observation or a batch.
 
         Args:
             obs: ``obs_shape`` or ``[B, *obs_shape]`` raw observations, as the
                 environment returns them (normalisation is applied here).
             deterministic: take the most likely action instead of sampling.
+            mask: discrete policies only: ``[n]`` or ``[B, n]`` booleans, True for
+                eligible actions. An ineligible action is never returned; the
+                log-probability is under the distribution renormalised over the
+                eligible actions.
 
         Returns:
             ``(actions, log_probs)``. Discrete actions are in the space's range
@@ -126,7 +132,8 @@ class Policy:
             action. A single observation gives a scalar-batch result.
         """
         x, single = self._batch(obs)
-        actions, logp = self.net.sample(self.preprocess(x), self._rng, deterministic)
+        m = self._mask(mask, x.shape[0])
+        actions, logp = self.net.sample(self.preprocess(x), self._rng, deterministic, m)
         space = self.action_space
         if isinstance(space, spaces.Box):
             actions = np.clip(actions, space.low, space.high)
@@ -136,7 +143,29 @@ class Policy:
             return actions[0], logp[0]
         return actions, logp
 
-    def action_distribution(self, obs: Any) -> np.ndarray:
+    def _mask(self, mask: Any, batch: int) -> np.ndarray | None:
+        """Validate an action mask: ``[n]`` or ``[B, n]`` bool with an eligible action per row."""
+        if mask is None:
+            return None
+        if not self._discrete:
+            raise ArtifactError("action masks apply to discrete actions only")
+        n = self.spec.act_dim
+        m = np.asarray(mask)
+        if m.dtype != np.bool_:
+            raise ArtifactError(f"action mask must be booleans, got dtype {m.dtype}")
+        if m.shape == (n,):
+            m = np.broadcast_to(m, (batch, n))
+        if m.shape != (batch, n):
+            raise ArtifactError(
+                f"action mask shape {m.shape} does not match the batch: expected ({n},) "
+                f"or ({batch}, {n})"
+            )
+        empty = np.flatnonzero(~m.any(axis=1))
+        if empty.size:
+            raise ArtifactError(f"action mask row {int(empty[0])} has no eligible action")
+        return m
+
+    def action_distribution(self, obs: Any, mask: Any = None) -> np.ndarray:
         """Return ``[B, n]`` (or ``[n]``) action probabilities of a discrete policy.
 
         For a Q-learning policy this is the epsilon-greedy distribution with the
@@ -148,7 +177,7 @@ class Policy:
         if not self._discrete:
             raise ArtifactError("action_distribution is only defined for discrete actions")
         x, single = self._batch(obs)
-        probs = self.net.probs(self.preprocess(x))
+        probs = self.net.probs(self.preprocess(x), self._mask(mask, x.shape[0]))
         return probs[0] if single else probs
 
     def value(self, obs: Any) -> np.ndarray:

@@ -34,6 +34,9 @@ class Rollout:
             (the one ``last_values`` was computed on), or None. A learner that is
             newer than ``policy_version`` re-evaluates it with its own critic
             (V-trace); without it, it falls back on the behaviour's ``last_values``.
+        action_masks: ``[T, N, A]`` bool eligible actions at each step (envs with
+            ``action_masks()``), or None; the policy's distribution was
+            renormalised over them, and the learner does the same.
     """
 
     observations: np.ndarray
@@ -45,6 +48,7 @@ class Rollout:
     last_values: np.ndarray
     policy_version: int = 0
     last_observations: np.ndarray | None = None
+    action_masks: np.ndarray | None = None
 
     @property
     def num_steps(self) -> int:

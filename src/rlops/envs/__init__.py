@@ -1,6 +1,6 @@
 """Vectorized environments: rlops simulators, Gymnasium adapters, wrappers, checker."""
 
-from rlops.envs.base import VectorEnv, final_observations
+from rlops.envs.base import VectorEnv, action_masks, final_observations
 from rlops.envs.checker import assert_finite_obs, check_vector_env
 from rlops.envs.classic import (
     CartPoleParams,
@@ -31,6 +31,7 @@ __all__ = [
     "RunningMeanStd",
     "ScaleReward",
     "VectorEnv",
+    "action_masks",
     "assert_finite_obs",
     "check_vector_env",
     "final_observations",

@@ -30,6 +30,19 @@ VectorEnv = gym.vector.VectorEnv
 SAME_STEP = AutoresetMode.SAME_STEP
 
 
+def action_masks(env: Any) -> np.ndarray | None:
+    """``[N, A]`` bool eligible actions for the env's current observations, or None.
+
+    An env with action constraints exposes ``action_masks()`` (the convention
+    of sb3-contrib's MaskablePPO); wrappers are looked through. After a
+    same-step autoreset the mask of a finished sub-env is its new episode's.
+    """
+    fn = getattr(env, "action_masks", None) or getattr(env.unwrapped, "action_masks", None)
+    if fn is None:
+        return None
+    return np.asarray(fn(), dtype=bool)
+
+
 def final_observations(info: dict[str, Any], index: np.ndarray) -> np.ndarray:
     """Stack the final observations of the sub-envs in ``index``.
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlops.envs.base import VectorEnv
+from rlops.envs.base import VectorEnv, action_masks
 from rlops.envs.checker import assert_finite_obs
 
 
@@ -36,7 +36,7 @@ class EpisodeResults:
 
 def run_episodes(
     env: VectorEnv,
-    act: Callable[[np.ndarray], np.ndarray],
+    act: Callable[..., np.ndarray],
     episodes: int,
     seed: int | None = None,
     max_steps: int = 1_000_000,
@@ -48,7 +48,9 @@ def run_episodes(
 
     Args:
         env: a same-step-autoreset vector env (see :mod:`rlops.envs.base`).
-        act: maps ``[N, *obs_shape]`` observations to ``[N, ...]`` env actions.
+        act: maps ``[N, *obs_shape]`` observations to ``[N, ...]`` env actions;
+            for an env with action constraints (``action_masks()``) it is
+            called as ``act(obs, mask)`` with the ``[N, A]`` eligible actions.
         episodes: how many episodes to run in total.
         seed: reset seed.
         max_steps: safety bound on vector steps.
@@ -70,10 +72,12 @@ def run_episodes(
     lengths: list[int] = []
     obs, _ = env.reset(seed=seed)
     assert_finite_obs(np.asarray(obs), 0)
+    masked = action_masks(env) is not None
     for step in range(1, max_steps + 1):
         if (done_count >= quota).all():
             return EpisodeResults(np.asarray(returns), np.asarray(lengths, dtype=np.int64))
-        obs, rewards, terminations, truncations, _ = env.step(act(obs))
+        actions = act(obs, action_masks(env)) if masked else act(obs)
+        obs, rewards, terminations, truncations, _ = env.step(actions)
         assert_finite_obs(np.asarray(obs), step)
         assert_finite_obs(np.asarray(rewards), step, name="reward")
         running += rewards

@@ -90,7 +90,10 @@ def evaluate(
                 f"the policy's {policy.action_space}"
             )
         result = run_episodes(
-            env, lambda obs: policy.act(obs, deterministic=deterministic)[0], episodes, seed=seed
+            env,
+            lambda obs, mask=None: policy.act(obs, deterministic=deterministic, mask=mask)[0],
+            episodes,
+            seed=seed,
         )
     finally:
         env.close()

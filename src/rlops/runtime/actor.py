@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from rlops.artifacts import NetworkSpec, NumpyActorCritic
 from rlops.core.batch import Rollout, Transitions
-from rlops.envs import VectorEnv, assert_finite_obs, final_observations
+from rlops.envs import VectorEnv, action_masks, assert_finite_obs, final_observations
 from rlops.observability import PhaseTimer
 
 
@@ -131,6 +131,9 @@ class RolloutActor:
         self._values = np.zeros((n_steps, n), dtype=np.float32)
         self._rewards = np.zeros((n_steps, n), dtype=np.float32)
         self._dones = np.zeros((n_steps, n), dtype=np.float32)
+        self._masks: np.ndarray | None = None
+        if self._box is None and hasattr(env.unwrapped, "action_masks"):
+            self._masks = np.zeros((n_steps, n, spec.act_dim), dtype=bool)
 
     def reset(self, seed: int) -> None:
         """Reset the envs with ``seed``; the first fragment starts from there."""
@@ -151,9 +154,16 @@ class RolloutActor:
         if net is None or obs is None:
             raise RuntimeError("RolloutActor: call reset() and update() before collect()")
         timer = self.timer
+        masks = self._masks
         for t in range(self.n_steps):
+            mask = None
+            if masks is not None:
+                current = action_masks(self.env)
+                assert current is not None
+                masks[t] = current
+                mask = masks[t]
             timer.start("forward")
-            actions, logp, values = net.sample_with_value(obs, cursor.rng)
+            actions, logp, values = net.sample_with_value(obs, cursor.rng, mask=mask)
             timer.stop("forward")
             if self._box is None:
                 env_actions = actions + self._start if self._start else actions
@@ -188,6 +198,7 @@ class RolloutActor:
             last_values=last_values.astype(np.float32),
             policy_version=self.version,
             last_observations=obs.copy(),
+            action_masks=None if masks is None else masks.copy(),
         )
 
     def template(self) -> Rollout:
@@ -202,6 +213,7 @@ class RolloutActor:
             dones=np.zeros_like(self._dones),
             last_values=np.zeros(n, dtype=np.float32),
             last_observations=np.zeros((n, self.spec.obs_dim), dtype=np.float32),
+            action_masks=None if self._masks is None else np.zeros_like(self._masks),
         )
 
     def state_dict(self) -> dict[str, Any]:

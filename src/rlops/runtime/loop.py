@@ -188,7 +188,9 @@ class _Run:
         try:
             result = run_episodes(
                 env,
-                lambda obs: policy.act(obs, deterministic=cfg.deterministic)[0],
+                lambda obs, mask=None: policy.act(obs, deterministic=cfg.deterministic, mask=mask)[
+                    0
+                ],
                 cfg.episodes,
                 seed=self.config.seed + 1_000_003,
             )
@@ -407,6 +409,10 @@ def _check_backend(config: ExperimentConfig) -> None:
             "backend yet (each actor would keep its own running statistics); "
             "use runtime.backend: inline for this config"
         )
+    if rt.backend == "ray":
+        from rlops.runtime.ray_backend import import_ray
+
+        import_ray()  # a missing Ray is a ConfigError before any env is built
     limit = 4 * (os.cpu_count() or 1)
     if rt.backend == "process" and rt.num_actors > limit:
         raise ConfigError(
@@ -426,7 +432,9 @@ def make_fleet(run: _Run) -> Fleet:
         from rlops.runtime.process import ProcessFleet
 
         return ProcessFleet(run.config, run.actor.template(), weights, seed_offset=run.env_steps)
-    raise ConfigError("runtime.backend: 'ray' is not available yet")
+    from rlops.runtime.ray_backend import RayFleet
+
+    return RayFleet(run.config, run.actor.template(), weights, seed_offset=run.env_steps)
 
 
 @dataclass

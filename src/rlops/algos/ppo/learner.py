@@ -27,6 +27,10 @@ def _explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
     return float("nan") if var == 0 else 1.0 - float(np.var(target - pred)) / var
 
 
+MASKED = -1e9
+"""Logit offset of ineligible actions (``exp`` underflows to exactly 0 in float32)."""
+
+
 class _Targets(NamedTuple):
     """What one update learns from, flattened to ``[T * N]``."""
 
@@ -111,10 +115,16 @@ class PPOLearner:
         actions = torch.from_numpy(act_np)
         if self.net.discrete:
             actions = actions.long()
+        mask_bias = None
+        if batch.action_masks is not None and self.net.discrete:
+            # Ineligible actions: logits + MASKED (finite, so 0 * log p stays 0);
+            # adding a constant leaves d loss / d logits unchanged.
+            eligible = batch.action_masks.reshape(size, -1)
+            mask_bias = torch.from_numpy(np.where(eligible, 0.0, MASKED).astype(np.float32))
         lag = self.version - batch.policy_version
         extra: dict[str, float] = {"charts/fragment_lag": float(lag)}
         if lag > 0 and cfg.off_policy_correction == "vtrace":
-            targets, rho_metrics = self._vtrace_targets(batch, obs, actions)
+            targets, rho_metrics = self._vtrace_targets(batch, obs, actions, mask_bias)
             extra.update(rho_metrics)
         else:
             advantages, returns = gae(
@@ -151,15 +161,19 @@ class PPOLearner:
             # One minibatch = the whole batch: order is irrelevant, skip the shuffle.
             perm = None if mb == size else torch.randperm(size, generator=self.generator)
             for start in range(0, size - mb + 1, mb):
+                mbias = mask_bias
                 if perm is None:
                     o, a, olp, ov, adv, ret = obs, actions, old_logp, old_values, adv_all, ret_all
                 else:
                     idx = perm[start : start + mb]
                     o, a, olp, ov = obs[idx], actions[idx], old_logp[idx], old_values[idx]
                     adv, ret = adv_all[idx], ret_all[idx]
+                    mbias = None if mask_bias is None else mask_bias[idx]
                 if normalize:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 policy_out, values, cache = self.net.forward_cached(o)
+                if mbias is not None:
+                    policy_out = policy_out + mbias
                 grads = ppo_loss_grads(
                     policy_out=policy_out,
                     values=values,
@@ -216,7 +230,11 @@ class PPOLearner:
         }
 
     def _vtrace_targets(
-        self, batch: Rollout, obs: torch.Tensor, actions: torch.Tensor
+        self,
+        batch: Rollout,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        mask_bias: torch.Tensor | None = None,
     ) -> tuple[_Targets, dict[str, float]]:
         """V-trace targets of the current policy ``pi`` from a fragment of an older ``mu``.
 
@@ -242,7 +260,9 @@ class PPOLearner:
         """
         cfg = self.config
         t, n = batch.num_steps, batch.num_envs
-        logp_pi, _, values_pi = self.net.evaluate(obs, actions, with_entropy=False)
+        logp_pi, _, values_pi = self.net.evaluate(
+            obs, actions, with_entropy=False, mask_bias=mask_bias
+        )
         if batch.last_observations is not None:
             last_obs = batch.last_observations.reshape(n, -1).astype(np.float32)
             last_values = self.net(torch.from_numpy(last_obs))[1].numpy()

@@ -108,10 +108,21 @@ class ActorCritic(nn.Module):
             self.body.extra("log_std", self.flat.grad).copy_(grad_log_std)
 
     def evaluate(
-        self, obs: torch.Tensor, actions: torch.Tensor, with_entropy: bool = True
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        with_entropy: bool = True,
+        mask_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Return ``(log_prob[B], entropy[B] or None, value[B])`` of ``actions`` (autograd)."""
+        """Return ``(log_prob[B], entropy[B] or None, value[B])`` of ``actions`` (autograd).
+
+        ``mask_bias`` (``[B, A]``, 0 for eligible actions and a large negative
+        number for ineligible ones) is added to the logits: the categorical
+        distribution renormalised over the eligible actions.
+        """
         out, values = self(obs)
+        if mask_bias is not None:
+            out = out + mask_bias
         if self.discrete:
             logp_all = torch.log_softmax(out, dim=-1)
             logp = logp_all.gather(1, actions.unsqueeze(-1)).squeeze(-1)
