@@ -12,11 +12,11 @@ $(BIN)/python:
 
 # Re-install when the dependency files change.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,ray]"
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(PIP) -e ".[dev,bench]"
+	$(PIP) -e ".[dev,ray,bench]"
 	touch $@
 
 install: $(VENV)/.installed
