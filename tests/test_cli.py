@@ -469,3 +469,26 @@ def test_process_backend_killed_run_leaves_no_actors_and_resumes(workdir: Path) 
         for line in (workdir / "proc-killed" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # monotonic counters
+
+
+def test_quickstart_smoke_with_a_tiny_budget(workdir: Path) -> None:
+    """What `make demo` runs: train on Pricing, evaluate on both suites, write the reports."""
+    proc = run_rlops("quickstart", "--steps", "16384", "--out", "qs", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "pricing-holdout" in out and "pricing-edge" in out
+    assert "% of opt" in out and "best_fixed_price" in out
+    assert "of the DP-optimal revenue" in out
+    for suite in ("pricing-holdout", "pricing-edge"):
+        report = workdir / "qs" / "reports" / suite
+        data = json.loads((report / "report.json").read_text())
+        assert data["overall"]["all"]["optimum_mean_return"] > 0
+        assert (report / "report.md").is_file() and (report / "returns.png").is_file()
+    assert (workdir / "qs" / "artifact" / "policy.json").is_file()
+
+
+def test_evaluate_unknown_suite_and_baseline(workdir: Path) -> None:
+    proc = run_rlops("evaluate", "no-artifact", "--suite", "nope", cwd=workdir)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("rlops: error: --suite: unknown suite 'nope'; choose one of")
+    assert "Traceback" not in proc.stderr

@@ -47,6 +47,7 @@ __all__ = [
     "CrashConfig",
     "CrashingCartPole",
     "EnvCrash",
+    "FakeHTTPEnvServer",
     "Fault",
     "FaultyVectorEnv",
     "InjectNonFinite",
@@ -684,7 +685,7 @@ class MaskedChoice(gym.vector.VectorEnv[F32, npt.NDArray[np.int64], npt.NDArray[
         length: steps per episode.
     """
 
-    metadata: dict[str, Any] = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+    metadata: dict[str, Any] = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}  # noqa: RUF012
 
     def __init__(self, num_envs: int, n: int = 4, length: int = 10) -> None:
         self.num_envs = num_envs
@@ -700,7 +701,6 @@ class MaskedChoice(gym.vector.VectorEnv[F32, npt.NDArray[np.int64], npt.NDArray[
         self.t = np.zeros(num_envs, dtype=np.int64)
         self.mask = np.ones((num_envs, n), dtype=bool)
         self.violations = 0
-
 
     def _draw(self, rows: np.ndarray) -> None:
         mask = self.rng.random((len(rows), self.n)) < 0.5
@@ -739,3 +739,201 @@ class MaskedChoice(gym.vector.VectorEnv[F32, npt.NDArray[np.int64], npt.NDArray[
 
     def close(self, **kwargs: Any) -> None:
         """Nothing to release."""
+
+
+class FakeHTTPEnvServer:
+    """Gymnasium CartPole-v1 served on 127.0.0.1 in the protocol of ``rlops.envs.adapters``.
+
+    Starts a ``ThreadingHTTPServer`` on an ephemeral port in a daemon thread at
+    construction; :meth:`close` (or leaving the ``with`` block) shuts it down.
+    Each ``env_index`` is an independent ``CartPoleEnv`` truncated after
+    ``max_episode_steps``; ``POST /reset`` with a seed reseeds it, with ``null``
+    continues its generator, so a seeded reset is reproducible.
+
+    Faults are injected per endpoint (``"spaces"``, ``"reset"``, ``"step"``)
+    through :attr:`faults`, which tests may change while the server runs:
+
+    * ``"sleep"``: wait ``sleep_s`` (cut short by :meth:`close`), then answer;
+    * ``"status500"``: answer ``500`` with a JSON error body;
+    * ``"malformed"``: answer ``200`` with a truncated JSON document;
+    * ``"missing_key"``: drop ``reward`` (step), ``observation`` (reset) or
+      ``action`` (spaces) from the answer;
+    * ``"wrong_length"``: drop the observation's last value;
+    * ``"nan"``: the observation's first value is ``NaN``;
+    * ``"trickle"``: send the status line one byte every 50 ms, forever
+      (until the client gives up or the server closes).
+
+    Args:
+        max_episode_steps: truncation horizon of every episode.
+        faults: ``{endpoint: fault}`` to start with.
+        sleep_s: how long a ``"sleep"`` fault waits [s].
+
+    Attributes:
+        requests: ``(method, path)`` of every request received, in order.
+        last_headers: the headers of the last request received.
+
+    >>> with FakeHTTPEnvServer(faults={"step": "status500"}) as server:
+    ...     server.url.startswith("http://127.0.0.1:")
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        max_episode_steps: int = 500,
+        faults: Mapping[str, str] | None = None,
+        sleep_s: float = 10.0,
+    ) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.max_episode_steps = max_episode_steps
+        self.faults: dict[str, str] = dict(faults or {})
+        self.sleep_s = sleep_s
+        self.requests: list[tuple[str, str]] = []
+        self.last_headers: dict[str, str] = {}
+        self._envs: dict[int, Any] = {}  # CartPoleEnv (untyped methods)
+        self._elapsed: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``, the base URL to give :class:`HTTPEnv`."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        """Stop serving, wake sleeping handlers and free the port (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5.0)
+        for env in self._envs.values():
+            env.close()
+
+    def __enter__(self) -> FakeHTTPEnvServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _handler_class(self) -> type[Any]:
+        from http.server import BaseHTTPRequestHandler
+
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._handle(self, "POST")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Keep test output quiet."""
+
+        return Handler
+
+    def _handle(self, handler: Any, method: str) -> None:
+        import json
+
+        endpoint = handler.path.rstrip("/").rsplit("/", 1)[-1]
+        raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        with self._lock:
+            self.requests.append((method, handler.path))
+            self.last_headers = dict(handler.headers.items())
+            fault = self.faults.get(endpoint)
+        try:
+            if fault == "sleep":
+                self._stop.wait(self.sleep_s)
+            elif fault == "trickle":
+                for byte in b"HTTP/1.0 200 OK\r\n":
+                    if self._stop.wait(0.05):
+                        return
+                    handler.wfile.write(bytes([byte]))
+                    handler.wfile.flush()
+                self._stop.wait(self.sleep_s)
+                return
+            elif fault == "status500":
+                self._send(handler, 500, b'{"error": "injected failure"}')
+                return
+            elif fault == "malformed":
+                self._send(handler, 200, b'{"observation": [0.0, ')
+                return
+            try:
+                payload = json.loads(raw) if raw else {}
+                status, body = self._route(method, endpoint, payload)
+            except (ValueError, TypeError, KeyError) as exc:
+                status, body = 400, {"error": f"{type(exc).__name__}: {exc}"}
+            if status == 200:
+                body = self._corrupt(endpoint, body, fault)
+            self._send(handler, status, json.dumps(body).encode())
+        except OSError:
+            pass  # the client gave up (timeout test): nothing to answer
+
+    def _route(self, method: str, endpoint: str, payload: Any) -> tuple[int, dict[str, Any]]:
+        if (method, endpoint) == ("GET", "spaces"):
+            space: Any = CartPoleEnv().observation_space
+            return 200, {
+                "observation": {
+                    "shape": list(space.shape),
+                    "low": [None if math.isinf(v) else float(v) for v in space.low],
+                    "high": [None if math.isinf(v) else float(v) for v in space.high],
+                },
+                "action": {"n": 2},
+            }
+        if method != "POST" or endpoint not in ("reset", "step"):
+            return 404, {"error": f"no route {method} /{endpoint}"}
+        index = payload["env_index"]
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 4096:
+            raise ValueError(f"env_index must be an int in [0, 4096), got {index!r}")
+        with self._lock:
+            if endpoint == "reset":
+                seed = payload["seed"]
+                env = self._envs.setdefault(index, CartPoleEnv())
+                obs, _ = env.reset(seed=seed)
+                self._elapsed[index] = 0
+                return 200, {"observation": obs.tolist()}
+            if index not in self._envs:
+                return 409, {"error": f"env_index {index} was never reset"}
+            action = payload["action"]
+            if action not in (0, 1) or isinstance(action, bool):
+                raise ValueError(f"action must be 0 or 1, got {action!r}")
+            obs, reward, terminated, _, _ = self._envs[index].step(action)
+            self._elapsed[index] += 1
+            return 200, {
+                "observation": obs.tolist(),
+                "reward": float(reward),
+                "terminated": bool(terminated),
+                "truncated": self._elapsed[index] >= self.max_episode_steps,
+            }
+
+    @staticmethod
+    def _corrupt(endpoint: str, body: dict[str, Any], fault: str | None) -> dict[str, Any]:
+        if fault == "missing_key":
+            body.pop({"step": "reward", "reset": "observation", "spaces": "action"}[endpoint])
+        elif fault == "wrong_length" and "observation" in body:
+            body["observation"] = body["observation"][:-1]
+        elif fault == "nan" and "observation" in body:
+            body["observation"][0] = math.nan
+        return body
+
+    @staticmethod
+    def _send(handler: Any, status: int, body: bytes) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)

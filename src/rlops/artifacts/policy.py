@@ -92,6 +92,11 @@ class Policy:
             )
         self._discrete = isinstance(self.action_space, spaces.Discrete)
 
+    @property
+    def discrete(self) -> bool:
+        """True for a ``Discrete`` action space (``action_distribution`` exists)."""
+        return self._discrete
+
     def preprocess(self, obs: np.ndarray) -> np.ndarray:
         """Apply the training-time observation normalisation to ``[B, *obs_shape]``."""
         x = np.asarray(obs, dtype=np.float32)

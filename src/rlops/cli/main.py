@@ -95,6 +95,50 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from rlops.artifacts import load_policy
+    from rlops.evaluation.report import format_table, write_report
+    from rlops.evaluation.suites import get_suite, run_suite
+
+    suite = get_suite(args.suite)  # an unknown suite fails before the artifact is read
+    policy = load_policy(args.artifact)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(args.artifact).resolve().parent / "reports" / suite.name
+    )
+    report = run_suite(
+        policy,
+        suite,
+        baselines=args.baseline or None,
+        deterministic=not args.stochastic,
+        progress=None if args.json else lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    paths = write_report(report, out)
+    if args.json:
+        print(json.dumps(report.to_dict(), default=float))
+    else:
+        print(format_table(report))
+        print(f"report        : {paths['markdown']}")
+        print(f"json          : {paths['json']}")
+        plots = [str(p) for k, p in paths.items() if k not in ("json", "markdown")]
+        print(f"plots         : {', '.join(plots)}")
+    return 0
+
+
+def _cmd_suites(args: argparse.Namespace) -> int:
+    from rlops.evaluation.suites import list_suites
+
+    suites = list_suites()
+    if args.json:
+        print(json.dumps(suites))
+        return 0
+    width = max(len(name) for name in suites)
+    for name, description in suites.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
 def _cmd_envs(args: argparse.Namespace) -> int:
     from rlops.envs import list_envs
 
@@ -133,32 +177,49 @@ def _tool(name: str) -> str:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from rlops.evaluation import evaluate
+    from rlops.artifacts import load_policy
+    from rlops.evaluation.report import format_table, write_report
+    from rlops.evaluation.suites import get_suite, run_suite
     from rlops.runtime import load_config, train
 
     overrides = [f"total_steps={args.steps}"] if args.steps else []
-    config = load_config(_packaged_config("cartpole_ppo.yaml"), overrides)
+    config = load_config(_packaged_config("pricing_ppo.yaml"), overrides)
     print(
-        f"rlops quickstart: PPO on {config.env.id}, "
-        f"{config.total_steps} env steps, seed {config.seed}"
+        "rlops quickstart: dynamic pricing of a perishable good (rlops/Pricing-v0)\n"
+        f"  1. train PPO for {config.total_steps:,} env steps on randomized demand "
+        "(arrival rate 1.5-3 customers/period, willingness to pay 6-12)\n"
+        "  2. evaluate on held-out demand settings and edge cases against the best fixed "
+        "price, myopic pricing and the exact DP optimum\n"
+        "  3. save the policy artifact and the reports",
+        flush=True,
     )
     result = train(config, out_dir=args.out)
-    report = evaluate(str(result.artifact_path), config.env.id, 20, seed=12345)
+    policy = load_policy(result.artifact_path)
+    reports = {}
+    for name in ("pricing-holdout", "pricing-edge"):
+        suite = get_suite(name)
+        print(f"\nevaluating on {name} ({len(suite.scenarios)} scenarios) ...", flush=True)
+        report = run_suite(policy, suite)
+        paths = write_report(report, result.run_dir / "reports" / name)
+        reports[name] = (report, paths)
+        print(format_table(report))
     print()
     _print_result(result)
+    for name, (_, paths) in reports.items():
+        print(f"{name + ' report':<14s}: {paths['markdown']}")
+    holdout = reports["pricing-holdout"][0].overall["all"]
     print(
-        f"held-out eval : mean return {report.mean_return:.1f} over 20 new episodes "
-        f"(CartPole-v1 is solved at 475)"
+        f"\nOn held-out demand the policy earns {100 * holdout['ratio_to_optimum']:.1f}% of the "
+        f"DP-optimal revenue (best fixed price: "
+        f"{100 * holdout['best_fixed_price_mean_return'] / holdout['optimum_mean_return']:.1f}%, "
+        f"myopic: {100 * holdout['myopic_mean_return'] / holdout['optimum_mean_return']:.1f}%)."
     )
-    rlops_cmd, python_cmd = _tool("rlops"), _tool("python")
-    print()
-    print("next steps:")
-    print(f"  {rlops_cmd} eval {result.artifact_path} --env {config.env.id} --episodes 20")
-    print(
-        f'  {python_cmd} -c "import rlops; p = rlops.load_policy('
-        f"'{result.artifact_path}'); print(p.act([0.0, 0.0, 0.0, 0.0]))\""
-    )
-    print(f"  {rlops_cmd} train configs/pendulum_ppo.yaml   # continuous control")
+    rlops_cmd = _tool("rlops")
+    print("\nnext steps:")
+    print(f"  {rlops_cmd} evaluate {result.artifact_path} --suite pricing-edge --json")
+    print(f"  {rlops_cmd} suites                                   # all evaluation suites")
+    print(f"  {rlops_cmd} train configs/content_feed_ppo.yaml      # content selection")
+    print(f"  {rlops_cmd} train configs/cartpole_ppo.yaml --backend process --num-actors 2")
     return 0
 
 
@@ -203,6 +264,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate an artifact on a scenario suite: regret vs baselines and the optimum",
+    )
+    p.add_argument("artifact", help="policy artifact directory")
+    p.add_argument("--suite", required=True, help="suite name (see `rlops suites`)")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="compare with this baseline only (repeatable; default: all of the suite's)",
+    )
+    p.add_argument("--out", help="report directory (default: <artifact>/../reports/<suite>)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
+    p.add_argument("--json", action="store_true", help="print the whole report as one JSON object")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("suites", help="list evaluation suites")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_suites)
+
     p = sub.add_parser("envs", help="list environment ids")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_envs)
@@ -214,8 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_check_env)
 
-    p = sub.add_parser("quickstart", help="train, evaluate and save a CartPole policy (the demo)")
-    p.add_argument("--out", help="run directory (default runs/cartpole-ppo-<timestamp>)")
+    p = sub.add_parser(
+        "quickstart",
+        help="the demo: train a pricing policy, evaluate it against baselines and the optimum",
+    )
+    p.add_argument("--out", help="run directory (default runs/pricing-ppo-<timestamp>)")
     p.add_argument("--steps", type=int, help="env steps (default from the packaged config)")
     p.set_defaults(func=_cmd_quickstart)
     return parser

@@ -119,12 +119,16 @@ def list_envs(*, with_spaces: bool = False) -> list[EnvInfo]:
         entry = _REGISTRY[env_id]
         observation_space = action_space = None
         if with_spaces:
-            env = entry.factory(1)
             try:
-                observation_space = repr(env.single_observation_space)
-                action_space = repr(env.single_action_space)
-            finally:
-                env.close()
+                env = entry.factory(1)
+            except EnvError:  # needs kwargs (a trace file, a URL): no spaces to show
+                env = None
+            if env is not None:
+                try:
+                    observation_space = repr(env.single_observation_space)
+                    action_space = repr(env.single_action_space)
+                finally:
+                    env.close()
         infos.append(
             EnvInfo(
                 id=env_id,
@@ -277,4 +281,92 @@ register(
     _crashing_cartpole,
     "rlops/CartPole-v1 that raises or hangs on purpose, for fault-tolerance tests "
     "(kwargs: rlops.testing.CrashConfig fields, e.g. p_crash_step=0.0005)",
+)
+
+
+def _content_feed(num_envs: int, **kwargs: Any) -> AnyVectorEnv:
+    """``rlops.envs.business.content_feed.make_content_feed``, imported on first use.
+
+    kwargs: :class:`~rlops.envs.business.content_feed.ContentFeedParams` fields,
+    ``params=`` and ``randomize={field: range}`` (drawn per episode).
+    """
+    from rlops.envs.business.content_feed import make_content_feed
+
+    return make_content_feed(num_envs, **kwargs)
+
+
+register(
+    "rlops/ContentFeed-v0",
+    _content_feed,
+    "Session-based content selection: Discrete(num_items) items, delayed engagement "
+    "reward, churn, per-step eligibility masks (env.action_masks()) and a sensational cap",
+)
+
+
+def _pricing(num_envs: int, **kwargs: Any) -> AnyVectorEnv:
+    """``rlops.envs.business.pricing.make_pricing_env``, imported on first use.
+
+    kwargs: :class:`~rlops.envs.business.pricing.PricingParams` fields (or
+    ``params=``) and ``randomize={field: range}`` (see
+    :mod:`rlops.envs.randomization`; fields ``arrival_rate``, ``wtp_mean``, ``salvage``).
+    """
+    from rlops.envs.business.pricing import make_pricing_env
+
+    return make_pricing_env(num_envs, **kwargs)
+
+
+def _pricing_continuous(num_envs: int, **kwargs: Any) -> AnyVectorEnv:
+    """:func:`_pricing` with a ``Box`` price action instead of a price index."""
+    from rlops.envs.business.pricing import make_pricing_env
+
+    return make_pricing_env(num_envs, continuous=True, **kwargs)
+
+
+register(
+    "rlops/Pricing-v0",
+    _pricing,
+    "Perishable-inventory dynamic pricing (Poisson customers, exponential willingness "
+    "to pay), exact DP oracle; Discrete(price grid), episode = selling season "
+    "(kwargs: PricingParams fields, randomize={field: range})",
+)
+register(
+    "rlops/PricingContinuous-v0",
+    _pricing_continuous,
+    "rlops/Pricing-v0 with the price itself as a Box action in the grid's range",
+)
+
+
+
+def _trace_replay(num_envs: int, **kwargs: Any) -> AnyVectorEnv:
+    """``rlops.envs.adapters.make_trace_replay_env``, imported on first use.
+
+    kwargs: ``path`` (required: a JSONL or CSV trace of logged transitions),
+    ``observation_space``, ``action_space``, ``file_format``.
+    """
+    from rlops.envs.adapters import make_trace_replay_env
+
+    return make_trace_replay_env(num_envs, **kwargs)
+
+
+def _http(num_envs: int, **kwargs: Any) -> AnyVectorEnv:
+    """``rlops.envs.adapters.make_http_env``, imported on first use.
+
+    kwargs: ``url`` (required), ``timeout_s``, ``headers``.
+    """
+    from rlops.envs.adapters import make_http_env
+
+    return make_http_env(num_envs, **kwargs)
+
+
+register(
+    "rlops/TraceReplay-v0",
+    _trace_replay,
+    "Replays logged episodes from a JSONL/CSV trace whatever the agent does; info has "
+    "logged_action, propensity, action_matches for off-policy evaluation (kwargs: path=...)",
+)
+register(
+    "rlops/HTTP-v0",
+    _http,
+    "A live system behind HTTP (POST /reset, POST /step, GET /spaces; see "
+    "rlops.envs.adapters) (kwargs: url=..., timeout_s=10.0, headers={...})",
 )
