@@ -336,6 +336,25 @@ register(
 )
 
 
+def _autoscaling(num_envs: int, **kwargs: Any) -> AnyVectorEnv:
+    """``rlops.envs.business.autoscaling.make_autoscaling_env``, imported on first use.
+
+    kwargs: :class:`~rlops.envs.business.autoscaling.AutoscalingParams` fields,
+    ``trace_csv=PATH`` (replay a recorded ``timestamp,requests_per_s`` trace)
+    and ``randomize={field: range}`` (drawn per episode).
+    """
+    from rlops.envs.business.autoscaling import make_autoscaling_env
+
+    return make_autoscaling_env(num_envs, **kwargs)
+
+
+register(
+    "rlops/Autoscaling-v0",
+    _autoscaling,
+    "Service autoscaling: scale replicas down/hold/up against a diurnal, bursty or "
+    "recorded load with a provisioning delay; cost = replicas + SLO violations (Discrete(3))",
+)
+
 
 def _trace_replay(num_envs: int, **kwargs: Any) -> AnyVectorEnv:
     """``rlops.envs.adapters.make_trace_replay_env``, imported on first use.

@@ -216,3 +216,83 @@ register_suite("pricing-holdout", pricing_holdout, pricing_holdout.__doc__ or ""
 register_suite("pricing-edge", pricing_edge, pricing_edge.__doc__ or "")
 register_suite("content-feed-holdout", content_feed_holdout, content_feed_holdout.__doc__ or "")
 register_suite("content-feed-edge", content_feed_edge, content_feed_edge.__doc__ or "")
+
+
+# -- autoscaling ------------------------------------------------------------------------
+AUTOSCALING = "rlops/Autoscaling-v0"
+_AUTOSCALING_INFO = ("replica_cost", "slo_violations", "dropped_requests")
+
+
+def _autoscaling_baseline(name: str) -> Any:
+    def factory(scenario: Scenario, env: VectorEnv) -> Act:
+        from rlops.envs.business import autoscaling as a
+
+        if name == "hpa":
+            hpa = a.HPAPolicy(a.AutoscalingParams(**scenario.env_kwargs))
+            return lambda obs, mask=None: hpa.act(obs)
+        return lambda obs, mask=None: a.hold_policy(obs)
+
+    return factory
+
+
+_AUTOSCALING_BASELINES = {
+    "hpa": _autoscaling_baseline("hpa"),
+    "hold": _autoscaling_baseline("hold"),
+}
+
+
+def autoscaling_holdout() -> Suite:
+    """Ten held-out days of the default business-hours load (seeds never trained on)."""
+    return Suite(
+        name="autoscaling-holdout",
+        description="Service autoscaling over held-out days: replica cost and SLO-violating "
+        "steps against a Kubernetes-HPA-like autoscaler (60% target utilisation) and a static "
+        "fleet. Return = -(replica cost + SLO penalty).",
+        scenarios=(
+            Scenario(
+                "held-out-days",
+                AUTOSCALING,
+                {},
+                seed=10_000,
+                episodes=10,
+                description="default load model, 10 days",
+            ),
+        ),
+        baselines=_AUTOSCALING_BASELINES,
+        info_keys=_AUTOSCALING_INFO,
+        num_envs=10,
+    )
+
+
+def autoscaling_edge() -> Suite:
+    """A x5 load spike, frequent bursts, slow boots, a plain cosine day."""
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("load-spike-x5", {"burst_multiplier": 5.0, "burst_prob": 0.004}, "bursts to 5x the load"),
+        ("bursty", {"burst_prob": 0.01}, "five times as many bursts"),
+        ("slow-boots", {"provision_delay": 6}, "replicas take 30 minutes to boot"),
+        ("cosine-day", {"diurnal_sharpness": 0.0}, "a plain sinusoidal day, no business hours"),
+    ]
+    return Suite(
+        name="autoscaling-edge",
+        description="Autoscaling edge cases: load spikes, frequent bursts, slow boots and a "
+        "differently shaped day.",
+        scenarios=tuple(
+            Scenario(
+                name,
+                AUTOSCALING,
+                kwargs,
+                seed=50_000 + i,
+                episodes=5,
+                kind="edge",
+                description=description,
+            )
+            for i, (name, kwargs, description) in enumerate(cases)
+        ),
+        baselines=_AUTOSCALING_BASELINES,
+        info_keys=_AUTOSCALING_INFO,
+        num_envs=5,
+    )
+
+
+register_suite("autoscaling-holdout", autoscaling_holdout, autoscaling_holdout.__doc__ or "")
+register_suite("autoscaling-edge", autoscaling_edge, autoscaling_edge.__doc__ or "")

@@ -78,6 +78,16 @@ def format_table(report: SuiteReport) -> str:
             pct = 100 * entry.get("ratio_to_optimum", float("nan"))
             summary += f"{_fmt(entry['optimum_mean_return']):>12s}{_fmt(pct, 1):>10s}"
         lines.append(summary)
+    keys = list(report.scenarios[0].policy.safety) if report.scenarios else []
+    if keys:
+        lines += ["", "per episode (policy | " + " | ".join(names) + "):"]
+        for r in report.scenarios:
+            for key in keys:
+                values = [r.policy.safety[key], *(r.baselines[n].safety[key] for n in names)]
+                lines.append(
+                    f"  {r.scenario.name:<{first - 2}s}{key:<24s}"
+                    + " | ".join(_fmt(v) for v in values)
+                )
     return "\n".join(lines)
 
 
