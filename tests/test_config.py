@@ -371,6 +371,8 @@ def test_to_dict_is_plain_data() -> None:
         "normalize_obs": False,
         "scale_reward": False,
         "kwargs": {},
+        "reward_shaping": {},
+        "info_metrics": [],
     }
     assert yaml.safe_load(yaml.safe_dump(data)) == data
 

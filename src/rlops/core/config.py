@@ -114,6 +114,12 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        args = get_args(tp)
+        if len(args) == 2:  # dict[K, V]: check keys and values too
+            return {
+                _convert(args[0], k, f"{key}"): _convert(args[1], v, f"{key}.{k}")
+                for k, v in value.items()
+            }
         return dict(value)
     raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
 

@@ -17,6 +17,7 @@ from rlops.envs.wrappers import (
     NormalizeObservation,
     RunningMeanStd,
     ScaleReward,
+    ShapeReward,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "PendulumVectorEnv",
     "RunningMeanStd",
     "ScaleReward",
+    "ShapeReward",
     "VectorEnv",
     "action_masks",
     "assert_finite_obs",

@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlops.core.errors import EnvError
 from rlops.envs.base import VectorEnv
 
 
@@ -63,15 +64,24 @@ class EpisodeStatistics(gym.vector.VectorWrapper):
     """Track the undiscounted return and length of every finished episode.
 
     Place it innermost so it sees raw rewards. :meth:`pop_episodes` hands the
-    finished episodes since the last call to the training loop.
+    finished episodes since the last call to the training loop;
+    :meth:`pop_components` the per-episode sums of the ``info_keys`` (an env's
+    reward components or business metrics, e.g. ``replica_cost``).
+
+    Args:
+        env: the vector env.
+        info_keys: per-step ``info`` entries (``[N]`` numbers) to sum per episode.
     """
 
-    def __init__(self, env: VectorEnv) -> None:
+    def __init__(self, env: VectorEnv, info_keys: tuple[str, ...] = ()) -> None:
         super().__init__(env)
         self._returns = np.zeros(self.num_envs, dtype=np.float64)
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._done_returns: list[np.ndarray] = []
         self._done_lengths: list[np.ndarray] = []
+        self.info_keys = tuple(info_keys)
+        self._sums = {key: np.zeros(self.num_envs) for key in self.info_keys}
+        self._done_sums: dict[str, list[np.ndarray]] = {key: [] for key in self.info_keys}
         self.episodes = 0
 
     def reset(
@@ -80,6 +90,8 @@ class EpisodeStatistics(gym.vector.VectorWrapper):
         """Reset the env and the running counters."""
         self._returns[:] = 0.0
         self._lengths[:] = 0
+        for sums in self._sums.values():
+            sums[:] = 0.0
         return self.env.reset(seed=seed, options=options)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
@@ -87,14 +99,32 @@ class EpisodeStatistics(gym.vector.VectorWrapper):
         obs, rewards, terminations, truncations, info = self.env.step(actions)
         self._returns += rewards
         self._lengths += 1
+        for key, sums in self._sums.items():
+            if key not in info:
+                raise EnvError(
+                    f"info key {key!r} (env.info_metrics / env.reward_shaping) is not in "
+                    f"the env's step info; it has: {sorted(k for k in info if k[0] != '_')}"
+                )
+            sums += np.asarray(info[key], dtype=np.float64).reshape(self.num_envs)
         done = np.logical_or(terminations, truncations)
         if done.any():
             self._done_returns.append(self._returns[done].copy())
             self._done_lengths.append(self._lengths[done].copy())
+            for key, sums in self._sums.items():
+                self._done_sums[key].append(sums[done].copy())
+                sums[done] = 0.0
             self.episodes += int(done.sum())
             self._returns[done] = 0.0
             self._lengths[done] = 0
         return obs, rewards, terminations, truncations, info
+
+    def pop_components(self) -> dict[str, np.ndarray]:
+        """Per-episode sums of each of ``info_keys`` for the episodes since the last call."""
+        out = {}
+        for key, chunks in self._done_sums.items():
+            out[key] = np.concatenate(chunks) if chunks else np.zeros(0)
+            chunks.clear()
+        return out
 
     def pop_episodes(self) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(returns, lengths)`` of episodes finished since the last call."""
@@ -107,11 +137,12 @@ class EpisodeStatistics(gym.vector.VectorWrapper):
         return returns, lengths
 
     def state_dict(self) -> dict[str, Any]:
-        """Running returns and lengths of the unfinished episodes."""
+        """Running returns, lengths and component sums of the unfinished episodes."""
         return {
             "returns": self._returns.copy(),
             "lengths": self._lengths.copy(),
             "episodes": self.episodes,
+            "sums": {key: sums.copy() for key, sums in self._sums.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -119,6 +150,44 @@ class EpisodeStatistics(gym.vector.VectorWrapper):
         self._returns[:] = np.asarray(state["returns"])
         self._lengths[:] = np.asarray(state["lengths"])
         self.episodes = int(state["episodes"])
+        for key, sums in (state.get("sums") or {}).items():
+            if key in self._sums:
+                self._sums[key][:] = np.asarray(sums)
+
+
+class ShapeReward(gym.vector.VectorWrapper):
+    """``reward += sum_k weight_k * info[k]``: reward shaping from named components.
+
+    Envs that report their reward's parts in ``info`` (the autoscaling sim's
+    ``replica_cost`` and ``slo_violations``, say) can be re-weighted without
+    touching the env; the unshaped reward stays in ``info["reward_unshaped"]``.
+    Log the components separately with ``env.info_metrics``.
+
+    Args:
+        env: the vector env.
+        weights: ``info`` key -> weight added to the reward per unit.
+
+    Raises:
+        EnvError: on a step whose ``info`` lacks a weighted key.
+    """
+
+    def __init__(self, env: VectorEnv, weights: Mapping[str, float]) -> None:
+        super().__init__(env)
+        self.weights = dict(weights)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Step and add the weighted components to the reward."""
+        obs, rewards, terminations, truncations, info = self.env.step(actions)
+        shaped = np.array(rewards, dtype=np.float64)
+        for key, weight in self.weights.items():
+            if key not in info:
+                raise EnvError(
+                    f"env.reward_shaping: info key {key!r} is not in the env's step info; "
+                    f"it has: {sorted(k for k in info if not k.startswith('_'))}"
+                )
+            shaped += weight * np.asarray(info[key], dtype=np.float64).reshape(self.num_envs)
+        info = {**info, "reward_unshaped": np.asarray(rewards, dtype=np.float64)}
+        return obs, shaped, terminations, truncations, info
 
 
 class NormalizeObservation(gym.vector.VectorWrapper):

@@ -22,7 +22,7 @@ from rlops.algos.sac import SACConfig
 from rlops.artifacts import NetworkSpec, NumpyActorCritic
 from rlops.artifacts.numpy_net import LOG_STD_MAX, LOG_STD_MIN
 from rlops.core.errors import ConfigError, EnvError
-from rlops.envs import VectorEnv
+from rlops.envs import EpisodeStatistics, ShapeReward, VectorEnv, make_vec
 from rlops.observability import PhaseTimer
 from rlops.runtime.actor import ExplorationPolicy, RolloutActor, TransitionActor
 from rlops.runtime.config import ExperimentConfig
@@ -293,6 +293,22 @@ PLUGINS: dict[str, AlgoPlugin] = {
     "sac": AlgoPlugin(_sac_spec, _sac_actor, _sac_learner, False, _n_steps),
 }
 """``algo.name`` -> how to build its parts."""
+
+
+def make_training_env(config: ExperimentConfig) -> tuple[VectorEnv, EpisodeStatistics]:
+    """``(base env, episode statistics over it)``: the env every backend's actor steps.
+
+    Reward shaping (``env.reward_shaping``) sits under the statistics so that
+    the logged return is the one the learner optimises; its components and
+    ``env.info_metrics`` are summed per episode.
+    """
+    env_cfg = config.env
+    base = make_vec(env_cfg.id, env_cfg.num_envs, **env_cfg.kwargs)
+    shaped: VectorEnv = base
+    if env_cfg.reward_shaping:
+        shaped = ShapeReward(base, env_cfg.reward_shaping)
+    keys = tuple(dict.fromkeys([*env_cfg.info_metrics, *env_cfg.reward_shaping]))
+    return base, EpisodeStatistics(shaped, info_keys=keys)
 
 
 def actor_seed(config: ExperimentConfig, actor_id: int, incarnation: int = 0) -> int:

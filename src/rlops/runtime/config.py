@@ -42,6 +42,12 @@ class EnvConfig:
     """Divide rewards by the running std of the discounted return."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the env constructor."""
+    reward_shaping: dict[str, float] = field(default_factory=dict)
+    """``info`` key -> weight: ``reward += weight * info[key]`` every step (the env
+    must report the key, e.g. the autoscaling sim's ``replica_cost``)."""
+    info_metrics: tuple[str, ...] = ()
+    """Per-step ``info`` keys summed per episode and logged as
+    ``charts/episode_<key>`` (shaping keys are logged too)."""
 
     def __post_init__(self) -> None:
         check(self.num_envs >= 1, "env.num_envs", f"must be >= 1, got {self.num_envs}")

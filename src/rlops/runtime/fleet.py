@@ -40,6 +40,7 @@ class Delivery:
         env_steps: env steps it holds (``T * N``).
         episode_returns: returns of the episodes that ended during it.
         episode_lengths: their lengths.
+        components: per-episode sums of ``env.info_metrics`` / shaping keys.
     """
 
     actor_id: int
@@ -47,6 +48,7 @@ class Delivery:
     env_steps: int
     episode_returns: np.ndarray
     episode_lengths: np.ndarray
+    components: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -172,7 +174,7 @@ class InlineFleet:
         c.steps_taken += steps
         c.steps_delivered += steps
         c.fragments_delivered += 1
-        return [Delivery(0, batch, steps, returns, lengths)]
+        return [Delivery(0, batch, steps, returns, lengths, self.stats.pop_components())]
 
     def counters(self) -> FleetCounters:
         """Cumulative counts."""

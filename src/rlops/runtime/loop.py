@@ -28,7 +28,6 @@ from rlops.artifacts import Policy, build_manifest, save_policy
 from rlops.core.config import load_yaml
 from rlops.core.errors import ConfigError, EnvError
 from rlops.envs import (
-    EpisodeStatistics,
     NormalizeObservation,
     ScaleReward,
     VectorEnv,
@@ -43,7 +42,7 @@ from rlops.observability import (
     PhaseTimer,
     TensorBoardSink,
 )
-from rlops.runtime.agents import build_agent
+from rlops.runtime.agents import build_agent, make_training_env
 from rlops.runtime.checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
 from rlops.runtime.config import ExperimentConfig, config_from_dict, load_config
 from rlops.runtime.fleet import Fleet, InlineFleet, concat_fragments
@@ -144,8 +143,7 @@ class _Run:
         cfg = config
         torch.set_num_threads(cfg.runtime.torch_threads)
         _check_backend(cfg)
-        self.base_env = make_vec(cfg.env.id, cfg.env.num_envs, **cfg.env.kwargs)
-        self.stats = EpisodeStatistics(self.base_env)
+        self.base_env, self.stats = make_training_env(cfg)
         env: VectorEnv = self.stats
         self.obs_norm: NormalizeObservation | None = None
         self.reward_scale: ScaleReward | None = None
@@ -446,6 +444,7 @@ class _Tally:
     lags: list[int] = field(default_factory=list)
     returns: list[np.ndarray] = field(default_factory=list)
     lengths: list[np.ndarray] = field(default_factory=list)
+    components: dict[str, list[np.ndarray]] = field(default_factory=dict)
     episodes: int = 0
     updates: int = 0
     since: float = field(default_factory=time.perf_counter)
@@ -475,6 +474,8 @@ def _loop(
         for delivery in deliveries:
             tally.returns.append(delivery.episode_returns)
             tally.lengths.append(delivery.episode_lengths)
+            for key, sums in delivery.components.items():
+                tally.components.setdefault(key, []).append(sums)
             tally.episodes += len(delivery.episode_returns)
             lag = int(run.learner.version) - delivery.batch.policy_version
             if rt.max_policy_lag is not None and lag > rt.max_policy_lag:
@@ -530,6 +531,10 @@ def _runtime_metrics(
     if returns.size:
         out["charts/episode_return"] = float(returns.mean())
         out["charts/episode_length"] = float(lengths.mean())
+    for key, chunks in tally.components.items():
+        sums = np.concatenate(chunks) if chunks else np.zeros(0)
+        if sums.size:
+            out[f"charts/episode_{key}"] = float(sums.mean())
     counters = fleet.counters()
     now = time.perf_counter()
     out.update(
@@ -556,6 +561,7 @@ def _runtime_metrics(
     if not final:
         tally.returns.clear()
         tally.lengths.clear()
+        tally.components.clear()
         tally.lags.clear()
         tally.updates = 0
         tally.since = now

@@ -47,9 +47,8 @@ import numpy as np
 
 from rlops.core.batch import Rollout, Transitions
 from rlops.core.errors import ActorFailure
-from rlops.envs import EpisodeStatistics, make_vec
 from rlops.observability import PhaseTimer
-from rlops.runtime.agents import PLUGINS, actor_seed, env_seed
+from rlops.runtime.agents import PLUGINS, actor_seed, env_seed, make_training_env
 from rlops.runtime.config import ExperimentConfig, config_from_dict
 from rlops.runtime.fleet import Delivery, FleetCounters
 from rlops.runtime.shm import Layout, SharedArrays, WeightBoard, batch_arrays
@@ -113,8 +112,7 @@ def _worker_main(args: _WorkerArgs, conn: Connection) -> None:
         config = config_from_dict(args.config)
         plugin = PLUGINS[config.algo.name]
         counters = SharedArrays(args.counters_layout, args.counters)
-        base = make_vec(config.env.id, config.env.num_envs, **config.env.kwargs)
-        stats = EpisodeStatistics(base)
+        _, stats = make_training_env(config)
         env = CountSteps(stats, counters.arrays["steps"], args.actor_id)
         spec = plugin.spec(config, env)
         timer = PhaseTimer()
@@ -151,6 +149,7 @@ def _worker_main(args: _WorkerArgs, conn: Connection) -> None:
                     batch.num_steps * batch.num_envs,
                     returns.tolist(),
                     lengths.tolist(),
+                    {key: v.tolist() for key, v in stats.pop_components().items()},
                 )
             )
     except Exception as exc:  # report the cause, then die: the learner restarts us
@@ -415,7 +414,7 @@ class ProcessFleet:
         return deliveries
 
     def _receive(self, actor: _Actor, message: tuple[Any, ...]) -> Delivery:
-        _, slot, version, steps, returns, lengths = message
+        _, slot, version, steps, returns, lengths, components = message
         arrays = {name: a.copy() for name, a in self._slots[actor.actor_id][slot].arrays.items()}
         fields: dict[str, Any] = dict(arrays, policy_version=int(version))
         if self._kind is Transitions:
@@ -435,6 +434,7 @@ class ProcessFleet:
             int(steps),
             np.asarray(returns, dtype=np.float64),
             np.asarray(lengths, dtype=np.int64),
+            {key: np.asarray(v, dtype=np.float64) for key, v in components.items()},
         )
 
     def _death_cause(self, actor: _Actor) -> str:

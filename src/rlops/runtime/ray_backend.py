@@ -91,9 +91,9 @@ import numpy as np
 
 from rlops.core.batch import Rollout, Transitions
 from rlops.core.errors import ActorFailure, ConfigError
-from rlops.envs import EpisodeStatistics, make_vec
+from rlops.envs import EpisodeStatistics
 from rlops.observability import PhaseTimer
-from rlops.runtime.agents import PLUGINS, actor_seed, env_seed
+from rlops.runtime.agents import PLUGINS, actor_seed, env_seed, make_training_env
 from rlops.runtime.config import ExperimentConfig, config_from_dict
 from rlops.runtime.fleet import Delivery, FleetCounters
 from rlops.runtime.process import CountSteps
@@ -204,8 +204,7 @@ class RlopsActor:
             config = config_from_dict(self.config_data)
             self._attach_counters(config.runtime.num_actors, node)
             plugin = PLUGINS[config.algo.name]
-            base = make_vec(config.env.id, config.env.num_envs, **config.env.kwargs)
-            self.stats = EpisodeStatistics(base)
+            _, self.stats = make_training_env(config)
             env = CountSteps(self.stats, self.counter, self.index)
             spec = plugin.spec(config, env)
             offset = self.seed_offset
@@ -228,7 +227,7 @@ class RlopsActor:
 
     def collect(
         self, version: int, weights: list[Any]
-    ) -> tuple[dict[str, np.ndarray], int, int, np.ndarray, np.ndarray, int]:
+    ) -> tuple[dict[str, np.ndarray], int, int, np.ndarray, np.ndarray, int, dict[str, np.ndarray]]:
         """One fragment with the newest weights.
 
         Args:
@@ -238,8 +237,9 @@ class RlopsActor:
 
         Returns:
             ``(arrays, policy_version, env_steps, episode_returns,
-            episode_lengths, steps_taken)``, ``steps_taken`` counting this
-            incarnation's env steps so far.
+            episode_lengths, steps_taken, components)``, ``steps_taken``
+            counting this incarnation's env steps so far, ``components`` the
+            per-episode sums of the logged ``info`` keys.
 
         Raises:
             ActorCrash: the env or the policy raised (with the step count).
@@ -252,6 +252,7 @@ class RlopsActor:
                 self.held = held
             batch = self.actor.collect()
             returns, lengths = self.stats.pop_episodes()
+            components = self.stats.pop_components()
         except Exception as exc:
             raise ActorCrash(_describe(exc), self.steps_taken()) from None
         steps = batch.num_steps * batch.num_envs
@@ -262,6 +263,7 @@ class RlopsActor:
             returns,
             lengths,
             self.steps_taken(),
+            components,
         )
 
     def pid(self) -> int:
@@ -490,7 +492,7 @@ class RayFleet:
         return deliveries
 
     def _receive(self, actor: _Actor, value: tuple[Any, ...]) -> Delivery:
-        arrays, version, steps, returns, lengths, taken = value
+        arrays, version, steps, returns, lengths, taken, components = value
         # One copy out of the zero-copy read: the learner owns writable arrays (torch
         # refuses read-only ones), and no view pins the fragment in the object store.
         fields: dict[str, Any] = {name: np.array(a) for name, a in arrays.items()}
@@ -513,6 +515,7 @@ class RayFleet:
             int(steps),
             np.asarray(returns, dtype=np.float64),
             np.asarray(lengths, dtype=np.int64),
+            {key: np.asarray(v, dtype=np.float64) for key, v in components.items()},
         )
 
     def _task_error(self, actor: _Actor, exc: Any) -> str:
