@@ -380,3 +380,27 @@ def test_train_stops_on_nan_and_keeps_checkpoints(tmp_path: Path) -> None:
     assert checkpoint_steps(tmp_path / "run") == [256, 320, 384]
     assert load_latest_checkpoint(tmp_path / "run").step == 384
     assert not (tmp_path / "run" / "artifact").exists()
+
+
+def test_a_stop_request_ends_the_run_at_the_next_iteration(tmp_path: Path) -> None:
+    """Ctrl-C swallowed by Python (e.g. inside a __del__) still stops training via the flag."""
+    from rlops.core import interrupt
+    from rlops.runtime import EnvConfig, ExperimentConfig, LogConfig, train
+
+    seen: list[int] = []
+
+    def stop_after_first(step: int, metrics: object) -> None:
+        seen.append(step)
+        interrupt.STOP.set()
+
+    config = ExperimentConfig(
+        total_steps=100_000,
+        env=EnvConfig(num_envs=4),
+        log=LogConfig(progress=False, tensorboard=False),
+    )
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(config, out_dir=tmp_path, on_metrics=stop_after_first)
+    finally:
+        interrupt.STOP.clear()
+    assert len(seen) == 1

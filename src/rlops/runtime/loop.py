@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from rlops.artifacts import Policy, build_manifest, save_policy
+from rlops.core import interrupt
 from rlops.core.config import load_yaml
 from rlops.core.errors import ConfigError, EnvError
 from rlops.envs import (
@@ -306,6 +307,7 @@ def train(
         config = config or ExperimentConfig()
         run_dir = _make_run_dir(config, out_dir)
         atomic_write_bytes(run_dir / "config.yaml", config.to_yaml().encode())
+    interrupt.STOP.clear()  # a stop requested before this run does not end it
     run = _Run(config, run_dir)
     if resume is not None:
         step = run.restore()
@@ -464,6 +466,7 @@ def _loop(
     tally = _Tally(episodes=run.stats.episodes)
     fleet.start(*run.learner.get_variables())
     while run.env_steps < cfg.total_steps:
+        interrupt.check()  # a Ctrl-C that Python swallowed (e.g. inside a __del__) stops here
         started = time.perf_counter()
         if rt.backend != "inline":
             run.timer.start("wait")
