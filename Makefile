@@ -12,11 +12,11 @@ $(BIN)/python:
 
 # Re-install when the dependency files change.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(PIP) -e ".[dev,ray]"
+	$(PIP) -e ".[dev,ray,serve]"
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(PIP) -e ".[dev,ray,bench]"
+	$(PIP) -e ".[dev,ray,serve,bench]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -165,6 +165,50 @@ def _cmd_check_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from rlops.serving.config import ServeConfig
+
+    fallback: int | tuple[float, ...] | None = None
+    if args.fallback_action is not None:
+        text = args.fallback_action
+        try:
+            fallback = (
+                tuple(float(v) for v in text.split(","))
+                if any(c in text for c in ",.eE")
+                else int(text)
+            )
+        except ValueError:
+            raise RlopsError(
+                f"serve --fallback-action: {text!r} is not an action (an integer, or "
+                "comma-separated numbers for a continuous policy)"
+            ) from None
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "decision_log": args.decision_log,
+        "mode": args.mode,
+        "epsilon": args.epsilon,
+        "epsilon_cap": args.epsilon_cap,
+        "max_batch_size": args.max_batch_size,
+        "max_batch_wait_ms": args.max_batch_wait_ms,
+        "request_timeout_ms": args.request_timeout_ms,
+        "fallback_action": fallback,
+        "seed": args.seed,
+    }
+    # Defaults live in ServeConfig only: pass just what was given.
+    config = ServeConfig(
+        artifact=args.artifact, **{k: v for k, v in options.items() if v is not None}
+    )
+    try:
+        from rlops.serving.server import serve
+    except ImportError as exc:
+        raise RlopsError(
+            f"serve: {exc.name} is not installed; install the extra: pip install 'rlops[serve]'"
+        ) from None
+    serve(config, announce=lambda line: print(line, flush=True))
+    return 0
+
+
 def _tool(name: str) -> str:
     """How the user can call ``name`` from this environment's bin dir.
 
@@ -304,13 +348,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/pricing-ppo-<timestamp>)")
     p.add_argument("--steps", type=int, help="env steps (default from the packaged config)")
     p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser(
+        "serve", help="serve a policy over HTTP (POST /v1/act), logging every decision"
+    )
+    p.add_argument("artifact", help="policy artifact directory")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000; 0: any free port)")
+    p.add_argument(
+        "--decision-log", metavar="PATH", help="SQLite decision log (default decisions.sqlite)"
+    )
+    p.add_argument("--mode", choices=["sample", "greedy"], help="sample (default) or greedy")
+    p.add_argument("--epsilon", type=float, help="uniform exploration mass (discrete)")
+    p.add_argument(
+        "--epsilon-cap", type=float, help="most probability off the greedy action (discrete)"
+    )
+    p.add_argument("--max-batch-size", type=int, help="most observations per forward")
+    p.add_argument("--max-batch-wait-ms", type=float, help="wait for more requests after the first")
+    p.add_argument("--request-timeout-ms", type=float, help="deadline before the fallback")
+    p.add_argument(
+        "--fallback-action",
+        help="action when the policy fails or is late: an integer, or comma-separated floats",
+    )
+    p.add_argument("--seed", type=int, help="seed of action sampling")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    from rlops.core import interrupt
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    interrupt.install()
     try:
         code: int = args.func(args)
         return code

@@ -1,0 +1,86 @@
+"""Run the serving app under uvicorn (uvloop and httptools when installed).
+
+The socket is bound before uvicorn starts, so port 0 (an ephemeral port) is
+reported correctly and a busy port fails with one clear error. uvicorn
+handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish,
+then runs the app's lifespan shutdown, which drains the decision log.
+
+>>> serve(ServeConfig(artifact="runs/demo/artifact"), announce=print)  # doctest: +SKIP
+rlops serve: http://127.0.0.1:8000 ...
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import uvicorn
+from starlette.applications import Starlette
+
+from rlops.core.errors import ConfigError
+from rlops.serving.app import create_app
+from rlops.serving.config import ServeConfig
+
+DRAIN_TIMEOUT_S = 30
+"""Longest wait for in-flight requests at shutdown before they are cancelled."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port).
+
+    Raises:
+        ConfigError: the address cannot be bound (in use, unknown host ...).
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"host: cannot resolve {host!r}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"port: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def build_server(app: Starlette, *, log_level: str = "warning") -> uvicorn.Server:
+    """A uvicorn server for ``app``: lifespan on, no access log (the decision log is the record)."""
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=DRAIN_TIMEOUT_S,
+    )
+    return uvicorn.Server(config)
+
+
+def url_of(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(config: ServeConfig, *, announce: Callable[[str], None] | None = None) -> None:
+    """Load the policy, bind, announce the URL and serve until SIGTERM/SIGINT.
+
+    Raises:
+        ArtifactError: a missing or bad artifact (before anything is bound).
+        ConfigError: a bad config, decision-log path or address.
+    """
+    app = create_app(config)
+    sock = bind_socket(config.host, config.port)
+    if announce is not None:
+        service = app.state.service
+        announce(
+            f"rlops serve: {url_of(sock)}  policy {service.version[:23]}…  "
+            f"decision log {config.decision_log}  (POST /v1/act, GET /openapi.json)"
+        )
+    try:
+        build_server(app).run(sockets=[sock])
+    finally:
+        sock.close()
