@@ -128,6 +128,7 @@ from gymnasium.vector.utils import batch_space
 
 from rlops.core.config import check
 from rlops.core.errors import ConfigError, EnvError
+from rlops.envs.classic import _rng_from_state
 from rlops.envs.randomization import DomainRandomization
 
 __all__ = [
@@ -182,7 +183,6 @@ FIXED_FIELDS: Final = frozenset(
 _INT_FIELDS: Final = ("initial_replicas", "provision_delay", "burst_steps")
 """Randomisable integer fields (draws are rounded to the nearest integer)."""
 _SECONDS_PER_DAY: Final = 86_400.0
-_BIT_GENERATORS: Final = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
 
 # --------------------------------------------------------------------------- params
@@ -750,7 +750,7 @@ class AutoscalingVectorEnv(gym.vector.VectorEnv[F32, I64, npt.NDArray[Any]]):
                 raise EnvError(
                     f"{owner}: {key!r} must have shape {target.shape}, got {arrays[key].shape}"
                 )
-        rng = _rng_from_state(state["rng"], owner)
+        rng = _rng_from_state(state["rng"], type(self).__name__)
         for key, target in targets.items():
             target[...] = arrays[key]
         self.np_random = rng
@@ -900,18 +900,6 @@ def _check_randomization(params: AutoscalingParams, randomization: DomainRandomi
             if name == "provision_delay":
                 max_delay = max(max_delay, int(value))
     return max_delay
-
-
-def _rng_from_state(rng_state: Any, owner: str) -> np.random.Generator:
-    name = rng_state.get("bit_generator") if isinstance(rng_state, Mapping) else None
-    if name not in _BIT_GENERATORS:
-        raise EnvError(
-            f"{owner}: 'rng' must be a numpy bit_generator.state dict with 'bit_generator' "
-            f"in {list(_BIT_GENERATORS)}, got {name!r}"
-        )
-    bit_generator = getattr(np.random, str(name))()
-    bit_generator.state = dict(rng_state)
-    return np.random.Generator(bit_generator)
 
 
 def make_autoscaling_env(

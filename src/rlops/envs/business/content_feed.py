@@ -122,6 +122,7 @@ from gymnasium.vector.utils import batch_space
 
 from rlops.core.config import check
 from rlops.core.errors import ConfigError, EnvError
+from rlops.envs.classic import _rng_from_state
 from rlops.envs.randomization import DomainRandomization
 
 __all__ = [
@@ -161,7 +162,6 @@ NEUTRAL_AFFINITY: Final = 0.5
 """Affinity of the "average user" that defines ``Catalogue.base_engagement``."""
 
 _CAP_SLACK: Final = 1e-9  # z + 1 <= cap * (n + 1) up to float rounding (cap = 0.2 is inexact)
-_BIT_GENERATORS: Final = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
 
 # --------------------------------------------------------------------------- params
@@ -584,7 +584,7 @@ class ContentFeedVectorEnv(gym.vector.VectorEnv[F32, I64, npt.NDArray[Any]]):
                     f"got {value.dtype} {value.shape}"
                 )
             loaded[name] = value
-        self.np_random = _rng_from_state(state["rng"], owner)
+        self.np_random = _rng_from_state(state["rng"], "ContentFeedVectorEnv")
         for name, target in targets.items():
             target[...] = loaded[name]
         self._needs_reset = False
@@ -719,18 +719,6 @@ def _check_randomization(
                     f"randomize.{name}: the range {list(dist.bounds())} can draw invalid "
                     f"values ({e}); narrow it or add a clip"
                 ) from None
-
-
-def _rng_from_state(rng_state: Any, owner: str) -> np.random.Generator:
-    name = rng_state.get("bit_generator") if isinstance(rng_state, Mapping) else None
-    if name not in _BIT_GENERATORS:
-        raise EnvError(
-            f"{owner}: 'rng' must be a numpy bit_generator.state dict with "
-            f"'bit_generator' in {list(_BIT_GENERATORS)}, got {name!r}"
-        )
-    bit_generator = getattr(np.random, str(name))()
-    bit_generator.state = dict(rng_state)
-    return np.random.Generator(bit_generator)
 
 
 # --------------------------------------------------------------------------- factory
