@@ -115,6 +115,30 @@ def concat_fragments(batches: list[Any]) -> Any:
     return type(first)(**fields)
 
 
+def allow_restart(
+    counters: FleetCounters, failure: str, fatal: bool, max_restarts: int, close: Any
+) -> None:
+    """The restart policy every backend shares: count one restart, or stop with the cause.
+
+    Records ``failure`` as the last error. Calls ``close()`` and raises
+    :class:`~rlops.core.errors.ActorFailure` when the failure is ``fatal`` (the
+    first incarnation could not be built) or ``max_restarts`` are used up.
+    """
+    from rlops.core.errors import ActorFailure
+
+    counters.last_error = failure
+    if fatal:
+        close()
+        raise ActorFailure(f"{failure} while starting; training stopped before it began")
+    if counters.restarts >= max_restarts:
+        close()
+        raise ActorFailure(
+            f"{failure}; restarts exhausted (runtime.max_restarts={max_restarts}, "
+            f"{counters.restarts} used). Training stopped; the last checkpoint is intact"
+        )
+    counters.restarts += 1
+
+
 class Fleet(Protocol):
     """Actors that collect fragments with versioned weights (see the module docstring)."""
 

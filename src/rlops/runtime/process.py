@@ -46,11 +46,10 @@ import gymnasium as gym
 import numpy as np
 
 from rlops.core.batch import Rollout, Transitions
-from rlops.core.errors import ActorFailure
 from rlops.observability import PhaseTimer
 from rlops.runtime.agents import PLUGINS, actor_seed, env_seed, make_training_env
 from rlops.runtime.config import ExperimentConfig, config_from_dict
-from rlops.runtime.fleet import Delivery, FleetCounters
+from rlops.runtime.fleet import Delivery, FleetCounters, allow_restart
 from rlops.runtime.shm import Layout, SharedArrays, WeightBoard, batch_arrays
 
 SLOTS = 2
@@ -501,20 +500,9 @@ class ProcessFleet:
         actor.process.join(5.0)
         self._settle(actor)
         self._forget(actor)
-        self._stats.last_error = failure
         pending = actor.outstanding
         actor.outstanding = []
-        rt = self.config.runtime
-        if fatal:
-            self.close()
-            raise ActorFailure(f"{failure} while starting; training stopped before it began")
-        if self._stats.restarts >= rt.max_restarts:
-            self.close()
-            raise ActorFailure(
-                f"{failure}; restarts exhausted (runtime.max_restarts={rt.max_restarts}, "
-                f"{self._stats.restarts} used). Training stopped; the last checkpoint is intact"
-            )
-        self._stats.restarts += 1
+        allow_restart(self._stats, failure, fatal, self.config.runtime.max_restarts, self.close)
         actor.incarnation += 1
         self._spawn(actor)
         for slot in pending:  # the new incarnation redoes what was asked of the old one

@@ -90,12 +90,12 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rlops.core.batch import Rollout, Transitions
-from rlops.core.errors import ActorFailure, ConfigError
+from rlops.core.errors import ConfigError
 from rlops.envs import EpisodeStatistics
 from rlops.observability import PhaseTimer
 from rlops.runtime.agents import PLUGINS, actor_seed, env_seed, make_training_env
 from rlops.runtime.config import ExperimentConfig, config_from_dict
-from rlops.runtime.fleet import Delivery, FleetCounters
+from rlops.runtime.fleet import Delivery, FleetCounters, allow_restart
 from rlops.runtime.process import CountSteps
 from rlops.runtime.shm import Layout, SharedArrays, batch_arrays
 
@@ -600,20 +600,9 @@ class RayFleet:
         self._kill(actor)
         self._settle(actor)
         actor.handle, actor.ready_ref = None, None
-        self._stats.last_error = failure
         pending = len(actor.outstanding)
         actor.outstanding = []
-        rt = self.config.runtime
-        if fatal:
-            self.close()
-            raise ActorFailure(f"{failure} while starting; training stopped before it began")
-        if self._stats.restarts >= rt.max_restarts:
-            self.close()
-            raise ActorFailure(
-                f"{failure}; restarts exhausted (runtime.max_restarts={rt.max_restarts}, "
-                f"{self._stats.restarts} used). Training stopped; the last checkpoint is intact"
-            )
-        self._stats.restarts += 1
+        allow_restart(self._stats, failure, fatal, self.config.runtime.max_restarts, self.close)
         actor.incarnation += 1
         self._spawn(actor)
         for _ in range(pending):  # the new incarnation redoes what was asked of the old one
