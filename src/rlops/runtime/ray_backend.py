@@ -634,10 +634,23 @@ def _node_id(ray: Any) -> str:
         return ""
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(
+    address: str,
+    *,
+    key: str = "runtime.ray_address",
+    local_hint: str = "set runtime.ray_address: null",
+) -> None:
     """Fail fast when ``host:port`` or ``ray://host:port`` accepts no connection.
 
     ``ray.init`` itself retries an unreachable cluster for minutes before it gives up.
+
+    Args:
+        address: the cluster address.
+        key: the setting the error names.
+        local_hint: how the user asks for a local Ray instance instead.
+
+    Raises:
+        ConfigError: nothing accepts a TCP connection at ``address``.
     """
     target = address if "://" in address else f"tcp://{address}"
     try:
@@ -652,9 +665,9 @@ def _check_reachable(address: str) -> None:
             pass
     except OSError as exc:
         raise ConfigError(
-            f"runtime.ray_address: no Ray cluster answers at {address!r} ({exc}); "
-            "start one with `ray start --head` and give its address, or set "
-            "runtime.ray_address: null to start a local Ray instance"
+            f"{key}: no Ray cluster answers at {address!r} ({exc}); "
+            f"start one with `ray start --head` and give its address, or {local_hint} "
+            "to start a local Ray instance"
         ) from exc
 
 
@@ -671,7 +684,7 @@ def _connect(ray: Any, address: str | None, num_actors: int) -> bool:
     if address is None:
         ray.init(num_cpus=max(os.cpu_count() or 1, num_actors), include_dashboard=False, **quiet)
         return True
-    _check_reachable(address)
+    check_reachable(address)
     try:
         ray.init(address=address, **quiet)
     except Exception as exc:
