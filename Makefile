@@ -12,11 +12,11 @@ $(BIN)/python:
 
 # Re-install when the dependency files change.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(PIP) -e ".[dev,ray,serve]"
+	$(PIP) -e ".[dev,ray,serve,ray-serve]"
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(PIP) -e ".[dev,ray,serve,bench]"
+	$(PIP) -e ".[dev,ray,serve,ray-serve,bench]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,6 +35,9 @@ test: $(VENV)/.installed lint
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/env_throughput.py
 	$(BIN)/python benchmarks/ppo_vs_sb3.py
+	command -v wrk >/dev/null || apt-get install -y wrk || \
+		echo "no wrk: benchmarks/serving.py falls back to its asyncio load client"
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -3,15 +3,16 @@
 Tiers: known-answer unit tests of the served distribution and the decision
 log; in-process servers (uvicorn in a background thread, ephemeral port) for
 the API contract, micro-batching under load and graceful stop; one
-``rlops serve`` subprocess stopped with SIGTERM mid-load.
+``rlops serve`` subprocess stopped with SIGTERM mid-load. The servers and the
+HTTP client live in ``serving_helpers.py``, the trained artifacts in
+``conftest.py``; fuzzing is in ``test_serving_fuzz.py``, SIGKILL in
+``test_serving_crash.py``.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
-import re
 import signal
 import sqlite3
 import subprocess
@@ -30,11 +31,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 import rlops
-from rlops.algos.ppo import PPOConfig
 from rlops.artifacts import Policy
 from rlops.core.errors import ConfigError
-from rlops.envs import register
-from rlops.runtime import EnvConfig, EvalConfig, ExperimentConfig, LogConfig
 from rlops.serving import ServeConfig, create_app
 from rlops.serving.behaviour import sample_rows, served_distribution
 from rlops.serving.decision_log import (
@@ -43,103 +41,15 @@ from rlops.serving.decision_log import (
     integrity_check,
     iter_decisions,
 )
-from rlops.serving.server import bind_socket, build_server
-from rlops.testing import MaskedChoice
-
-register("test/MaskedChoice-v0", MaskedChoice, "masked test env", overwrite=True)
-
-CARTPOLE_OBS = [0.01, -0.02, 0.03, 0.04]
-
-
-def _train(env_id: str, out: Path, steps: int, **env: Any) -> Path:
-    config = ExperimentConfig(
-        seed=0,
-        total_steps=steps,
-        env=EnvConfig(id=env_id, num_envs=4, **env),
-        algo=PPOConfig(n_steps=64, minibatch_size=64, n_epochs=1),
-        eval=EvalConfig(episodes=1, num_envs=1),
-        log=LogConfig(progress=False, tensorboard=False),
-    )
-    return rlops.train(config, out_dir=out).artifact_path
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("artifacts")
-    return {
-        "cartpole": _train("rlops/CartPole-v1", root / "cartpole", 2048),
-        "masked": _train("test/MaskedChoice-v0", root / "masked", 512),
-        "pendulum": _train("rlops/Pendulum-v1", root / "pendulum", 512, normalize_obs=True),
-    }
-
-
-# -- a real server in a background thread ------------------------------------------
-
-
-class Server:
-    """uvicorn serving ``create_app(config)`` on an ephemeral 127.0.0.1 port."""
-
-    def __init__(self, config: ServeConfig, policy: Any = None) -> None:
-        self.config = config
-        self.app = create_app(config, policy=policy)
-        self.service = self.app.state.service
-        self.sock = bind_socket("127.0.0.1", 0)
-        self.port = self.sock.getsockname()[1]
-        self.server = build_server(self.app)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.server.started and request(self.port, "GET", "/readyz")[0] == 200:
-                return self
-            time.sleep(0.02)
-        raise AssertionError("server did not become ready")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        self.sock.close()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.thread.is_alive():
-            self.stop()
-
-
-def request(
-    port: int,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    raw: bytes | None = None,
-    content_type: str = "application/json",
-    conn: http.client.HTTPConnection | None = None,
-) -> tuple[int, dict[str, str], Any]:
-    """One request; returns ``(status, headers, parsed JSON or text)``."""
-    own = conn is None
-    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        headers = {"Content-Type": content_type} if method == "POST" else {}
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        c.request(method, path, data, headers)
-        response = c.getresponse()
-        payload = response.read()
-        kind = response.getheader("content-type", "")
-        parsed = json.loads(payload) if kind.startswith("application/json") else payload.decode()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, parsed
-    finally:
-        if own:
-            c.close()
-
-
-def config_for(artifact: Path, tmp: Path, **kw: Any) -> ServeConfig:
-    kw.setdefault("decision_log", str(tmp / "decisions.sqlite"))
-    return ServeConfig(artifact=str(artifact), **kw)
+from serving_helpers import (
+    CARTPOLE_OBS,
+    Server,
+    config_for,
+    load_clients,
+    parse_prometheus,
+    request,
+    start_serve,
+)
 
 
 @pytest.fixture(scope="module")
@@ -149,34 +59,6 @@ def cartpole(
     tmp = tmp_path_factory.mktemp("cartpole-server")
     with Server(config_for(artifacts["cartpole"], tmp, seed=0)) as server:
         yield server
-
-
-def parse_prometheus(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Parse the text exposition strictly enough to catch format errors."""
-    sample = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
-    label = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
-    types: dict[str, str] = {}
-    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge", "histogram", "summary", "untyped"), line
-            types[name] = kind
-            continue
-        if line.startswith("# HELP ") or not line:
-            continue
-        m = sample.match(line)
-        assert m, f"not a sample line: {line!r}"
-        name, labels = m.group(1), m.group(3) or ""
-        family = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in types or family in types, f"sample before its # TYPE: {line!r}"
-        pairs = label.findall(labels)
-        assert "".join(f'{k}="{v}"{sep}' for k, v, sep in pairs) == labels, line
-        value = m.group(4)
-        out[(name, frozenset((k, v) for k, v, _ in pairs))] = (
-            math.inf if value == "+Inf" else float(value)
-        )
-    return out
 
 
 # -- the served distribution: known answers ----------------------------------------
@@ -249,6 +131,38 @@ def test_decision_log_batches_joins_feedback_and_drains_on_close(tmp_path: Path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert not log.submit(records[:1])  # closed: refused, never silently dropped
+
+
+def test_decision_log_writer_survives_an_entry_sqlite_cannot_store(tmp_path: Path) -> None:
+    from rlops.core.decisions import DecisionRecord
+
+    def record(i: int, step: int) -> DecisionRecord:
+        return DecisionRecord(
+            decision_id=f"d{i}",
+            timestamp=0.0,
+            unit_id="u",
+            step=step,
+            observation=[0.0],
+            action=0,
+            propensity=1.0,
+            policy_version="v",
+            arm="production",
+        )
+
+    path = tmp_path / "log.sqlite"
+    log = DecisionLog(path, batch_size=64)
+    log.start()
+    # One value SQLite cannot store (an int beyond 64 bits) in the middle of a batch.
+    batch = [record(0, 1), record(1, 2**64), record(2, 3)]
+    assert log.submit([(r, None) for r in batch])
+    assert log.submit_feedback("d2", reward=1.0)
+    assert log.flush(timeout=10)
+    assert log.running  # the writer is alive and healthy
+    stats = log.stats()
+    assert (stats.written, stats.unwritable, stats.feedback) == (2, 1, 1)
+    assert log.submit([(record(3, 4), None)])
+    log.close()
+    assert [r.decision_id for r in iter_decisions(path)] == ["d0", "d2", "d3"]
 
 
 # -- the API contract ----------------------------------------------------------------
@@ -676,58 +590,12 @@ def test_full_decision_log_answers_503_retry_after(
     assert count_decisions(cfg.decision_log) == codes.count(200)
 
 
-def _load(
-    port: int,
-    threads: int,
-    per_thread: int,
-    stop: threading.Event | None = None,
-    ok: list[str] | None = None,
-) -> tuple[list[str], int]:
-    """``threads`` keep-alive clients, ``per_thread`` requests each; returns (200 ids, errors).
-
-    The ids of 200 answers are appended to ``ok`` as they arrive (list.append is atomic).
-    """
-    ok = [] if ok is None else ok
-    errors = 0
-    lock = threading.Lock()
-
-    def client(k: int) -> None:
-        nonlocal errors
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        failed = 0
-        for i in range(per_thread):
-            if stop is not None and stop.is_set():
-                break
-            body = {"observation": CARTPOLE_OBS, "unit_id": f"c{k}", "step": i}
-            try:
-                status, _, d = request(port, "POST", "/v1/act", body, conn=conn)
-            except (OSError, http.client.HTTPException):
-                failed += 1
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                if stop is not None:
-                    time.sleep(0.01)
-                continue
-            if status == 200:
-                ok.append(d["decision_id"])
-        conn.close()
-        with lock:
-            errors += failed
-
-    workers = [threading.Thread(target=client, args=(k,)) for k in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return ok, errors
-
-
 def test_concurrent_load_batches_and_graceful_stop_logs_every_200(
     artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
     cfg = config_for(artifacts["cartpole"], tmp_path, max_batch_size=32)
     with Server(cfg) as server:
-        ok, errors = _load(server.port, threads=32, per_thread=50)
+        ok, errors = load_clients(server.port, threads=32, per_thread=50)
         assert errors == 0 and len(ok) == 1600 and len(set(ok)) == 1600
         metrics = parse_prometheus(request(server.port, "GET", "/metrics")[2])
         key = frozenset({("route", "/v1/act"), ("arm", "production"), ("status", "200")})
@@ -753,7 +621,7 @@ def test_rlops_serve_sigterm_mid_load_drains_the_log(
     artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
     db = tmp_path / "serve.sqlite"
-    proc = subprocess.Popen(
+    proc, port = start_serve(
         [
             sys.executable,
             "-m",
@@ -764,21 +632,12 @@ def test_rlops_serve_sigterm_mid_load_drains_the_log(
             "0",
             "--decision-log",
             str(db),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        ]
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        assert m, line
-        port = int(m.group(1))
-        wait_ready(port)
         stop = threading.Event()
         ok: list[str] = []
-        loader = threading.Thread(target=_load, args=(port, 16, 10_000, stop, ok))
+        loader = threading.Thread(target=load_clients, args=(port, 16, 10_000, stop, ok))
         loader.start()
         deadline = time.monotonic() + 30
         while len(ok) < 300:  # SIGTERM while 16 clients keep sending
@@ -797,18 +656,6 @@ def test_rlops_serve_sigterm_mid_load_drains_the_log(
     logged = {r.decision_id for r in iter_decisions(db)}
     assert set(ok) <= logged
     assert len(logged) == len(ok)
-
-
-def wait_ready(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if request(port, "GET", "/readyz")[0] == 200:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "server not ready"
-        time.sleep(0.05)
 
 
 def test_cli_serve_bad_artifact_exits_2(tmp_path: Path, artifacts: dict[str, Path]) -> None:

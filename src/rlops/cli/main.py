@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rlops.core.errors import RlopsError
 
@@ -165,6 +166,16 @@ def _cmd_check_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _float_pair(text: str | None, flag: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise RlopsError(f"serve {flag}: {text!r} is not LO,HI (two numbers)") from None
+    return lo, hi
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from rlops.serving.config import ServeConfig
 
@@ -194,17 +205,49 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "request_timeout_ms": args.request_timeout_ms,
         "fallback_action": fallback,
         "seed": args.seed,
+        "canary": args.canary,
+        "canary_share": args.canary_share,
+        "salt": args.salt,
+        "shadow": args.shadow,
+        "shadow_share": args.shadow_share,
+        "admin_log": args.admin_log,
+        "state_file": args.state_file,
+        "log_queue_size": args.log_queue_size,
     }
+    guardrail = {
+        "reward_range": _float_pair(args.guardrail_reward_range, "--guardrail-reward-range"),
+        "alpha": args.guardrail_alpha,
+        "min_samples": args.guardrail_min_samples,
+        "min_effect": args.guardrail_min_effect,
+    }
+    guardrail = {k: v for k, v in guardrail.items() if v is not None}
+    if guardrail:
+        from rlops.serving.guardrail import GuardrailConfig
+
+        options["guardrail"] = GuardrailConfig(**guardrail)
     # Defaults live in ServeConfig only: pass just what was given.
     config = ServeConfig(
         artifact=args.artifact, **{k: v for k, v in options.items() if v is not None}
     )
+    if not args.ray and (args.replicas is not None or args.ray_address is not None):
+        raise RlopsError("serve --replicas / --ray-address: need --ray")
     try:
         from rlops.serving.server import serve
     except ImportError as exc:
         raise RlopsError(
             f"serve: {exc.name} is not installed; install the extra: pip install 'rlops[serve]'"
         ) from None
+    if args.ray:
+        from rlops.serving.ray_serve import serve_on_ray
+
+        serve_on_ray(
+            config,
+            replicas=1 if args.replicas is None else args.replicas,
+            ray_address=args.ray_address,
+            announce=lambda line: print(line, flush=True),
+            block=True,
+        )
+        return 0
     serve(config, announce=lambda line: print(line, flush=True))
     return 0
 
@@ -218,6 +261,45 @@ def _tool(name: str) -> str:
     if not path.exists() or shutil.which(name) == str(path):
         return name
     return os.path.relpath(path)
+
+
+def _cmd_decisions(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from rlops.serving import decision_log
+
+    if not Path(args.log).is_file():
+        raise RlopsError(f"decisions: {args.log} does not exist (give the SQLite decision log)")
+    try:
+        return _decisions(args, decision_log)
+    except sqlite3.Error as exc:
+        raise RlopsError(f"decisions: {args.log} is not a readable decision log ({exc})") from None
+
+
+def _decisions(args: argparse.Namespace, decision_log: Any) -> int:
+    if args.action == "export":
+        if args.out is None:
+            raise RlopsError("decisions export: give --out FILE.parquet")
+        since = None
+        if args.since is not None:
+            try:
+                since = float(args.since)
+            except ValueError:
+                raise RlopsError(f"decisions --since: {args.since!r} is not unix seconds") from None
+
+        def report(n: int) -> None:
+            print(f"\r  {n} rows", end="", file=sys.stderr, flush=True)
+
+        n = decision_log.export_parquet(args.log, args.out, since=since, progress=report)
+        print(file=sys.stderr)
+        print(f"exported {n} decisions to {args.out}")
+        return 0
+    status = decision_log.integrity_check(args.log)
+    stats = decision_log.summarize(args.log)
+    print(f"{args.log}: integrity {status}")
+    for key, value in stats.items():
+        print(f"  {key}: {value}")
+    return 0 if status == "ok" else 1
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
@@ -371,7 +453,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="action when the policy fails or is late: an integer, or comma-separated floats",
     )
     p.add_argument("--seed", type=int, help="seed of action sampling")
+    p.add_argument("--log-queue-size", type=int, help="decision-log queue bound (503 beyond)")
+    g = p.add_argument_group("canary, shadow and guardrail")
+    g.add_argument("--canary", metavar="ARTIFACT", help="canary policy artifact directory")
+    g.add_argument("--canary-share", type=float, help="fraction of units on the canary (default 0)")
+    g.add_argument("--salt", help="canary assignment salt (default: the canary's hash)")
+    g.add_argument("--shadow", metavar="ARTIFACT", help="shadow policy (logged, never served)")
+    g.add_argument("--shadow-share", type=float, help="fraction of units shadowed (default 1)")
+    g.add_argument("--guardrail-reward-range", metavar="LO,HI", help="reward bounds (default 0,1)")
+    g.add_argument("--guardrail-alpha", type=float, help="false-rollback bound (default 0.05)")
+    g.add_argument(
+        "--guardrail-min-samples", type=int, help="reward pairs before deciding (default 100)"
+    )
+    g.add_argument("--guardrail-min-effect", type=float, help="tolerated reward loss (default 0)")
+    g = p.add_argument_group("scale-out on Ray Serve (pip install 'rlops[ray-serve]')")
+    g.add_argument(
+        "--ray", action="store_true", help="serve from Ray Serve replicas on this machine"
+    )
+    g.add_argument("--replicas", type=int, help="replica processes (default 1; needs --ray)")
+    g.add_argument("--ray-address", help="Ray cluster to join (default: a local instance)")
+    g = p.add_argument_group(
+        "admin (bearer token from $RLOPS_ADMIN_TOKEN, else generated and printed)"
+    )
+    g.add_argument(
+        "--admin-log", metavar="PATH", help="admin log (default <decision-log>.admin.jsonl)"
+    )
+    g.add_argument(
+        "--state-file", metavar="PATH", help="routing state (default <decision-log>.state.json)"
+    )
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "decisions", help="check a decision log, or export it to Parquet for offline learning"
+    )
+    p.add_argument(
+        "action", choices=["check", "export"], help="check (integrity, counts) or export"
+    )
+    p.add_argument("log", help="SQLite decision log written by rlops serve")
+    p.add_argument("--out", metavar="FILE", help="export: the Parquet file to write")
+    p.add_argument("--since", metavar="UNIX_S", help="export: only decisions from this time on")
+    p.set_defaults(func=_cmd_decisions)
     return parser
 
 

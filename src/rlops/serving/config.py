@@ -11,10 +11,12 @@ CLI can read it without starting anything.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from rlops.core.config import check
+from rlops.serving.guardrail import GuardrailConfig
 
 Mode = Literal["sample", "greedy"]
 """How the production arm turns the policy's distribution into an action."""
@@ -64,6 +66,12 @@ class ServeConfig:
     """How long the batcher waits for more requests after the first one arrives
     (0: take what queued up while the previous batch ran, which batches under
     load without delaying a lone request)."""
+    inference: Literal["auto", "thread"] = "auto"
+    """Where the policy's forward runs: ``"auto"`` runs a rlops artifact's numpy
+    forward on the event loop while its average stays under 0.5 ms (no thread
+    hand-off: lower latency) and on the worker thread otherwise; ``"thread"``
+    always uses the worker thread, where the request deadline can pre-empt a
+    slow forward."""
     max_request_rows: int = 1024
     """Most decisions one ``{"requests": [...]}`` body may ask for."""
     decision_log: str = "decisions.sqlite"
@@ -85,11 +93,54 @@ class ServeConfig:
     503 ``policy_unavailable`` instead."""
     seed: int | None = None
     """Seed of the sampling generator (None: from the OS)."""
+    canary: str | None = None
+    """Canary policy artifact (same observation and action spaces as production),
+    served to ``canary_share`` of units for whole episodes (sticky by unit_id)."""
+    canary_share: float = 0.0
+    """Fraction of units on the canary at first start, in [0, 1] (a fraction, not
+    a percent). Admin changes and automatic rollbacks persist in ``state_file``
+    and win over this value on restart."""
+    salt: str | None = None
+    """Assignment salt of the canary split (None: the canary's content hash, so a
+    new canary reshuffles units and the same one keeps them across restarts)."""
+    shadow: str | None = None
+    """Shadow policy artifact: evaluated off the response path, its distribution
+    joined to the decision's log row (``shadow_distribution``), never served."""
+    shadow_share: float = 1.0
+    """Fraction of units (sticky, like the canary) the shadow policy runs on."""
+    guardrail: GuardrailConfig = field(default_factory=GuardrailConfig)
+    """When the canary is rolled back automatically (reward, errors, latency, safety)."""
+    guardrail_interval_s: float = 1.0
+    """How often the guardrail is checked while a canary serves traffic."""
+    admin_token: str | None = field(default=None, repr=False)
+    """Bearer token of the ``/v1/admin/*`` endpoints. None: ``$RLOPS_ADMIN_TOKEN``,
+    else a random token generated and printed once at start. Never defaulted."""
+    admin_log: str | None = None
+    """Append-only, hash-chained JSONL log of admin actions (None: next to the
+    decision log, ``<decision_log>.admin.jsonl``)."""
+    state_file: str | None = None
+    """Routing state (canary share, shadow, overrides, kill switch, guardrail)
+    kept across restarts (None: ``<decision_log>.state.json``)."""
+
+    @property
+    def admin_log_path(self) -> Path:
+        """Where admin actions are logged."""
+        return Path(self.admin_log or f"{self.decision_log}.admin.jsonl")
+
+    @property
+    def state_path(self) -> Path:
+        """Where routing state persists."""
+        return Path(self.state_file or f"{self.decision_log}.state.json")
 
     def __post_init__(self) -> None:
         check(bool(self.artifact), "artifact", "must not be empty")
         check(0 <= self.port <= 65535, "port", f"must be in [0, 65535], got {self.port}")
         check(self.mode in ("sample", "greedy"), "mode", f"{self.mode!r}: use sample or greedy")
+        check(
+            self.inference in ("auto", "thread"),
+            "inference",
+            f"{self.inference!r}: use auto or thread",
+        )
         check(0.0 <= self.epsilon <= 1.0, "epsilon", f"must be in [0, 1], got {self.epsilon}")
         check(
             0.0 <= self.epsilon_cap <= 1.0,
@@ -114,6 +165,29 @@ class ServeConfig:
             math.isfinite(self.request_timeout_ms) and self.request_timeout_ms > 0,
             "request_timeout_ms",
             f"must be a finite value > 0, got {self.request_timeout_ms}",
+        )
+        for key in ("canary_share", "shadow_share"):
+            value = getattr(self, key)
+            check(
+                not isinstance(value, bool)
+                and isinstance(value, int | float)
+                and math.isfinite(value)
+                and 0.0 <= value <= 1.0,
+                key,
+                f"must be a fraction in [0, 1] (not a percent), got {value!r}",
+            )
+        check(
+            self.canary is not None or self.canary_share == 0.0,
+            "canary_share",
+            "needs a canary policy (canary=PATH, --canary PATH)",
+        )
+        check(self.canary is None or bool(self.canary), "canary", "must not be empty")
+        check(self.shadow is None or bool(self.shadow), "shadow", "must not be empty")
+        check(self.salt is None or bool(self.salt), "salt", "must not be empty")
+        check(
+            math.isfinite(self.guardrail_interval_s) and self.guardrail_interval_s > 0,
+            "guardrail_interval_s",
+            f"must be a finite value > 0, got {self.guardrail_interval_s}",
         )
         if isinstance(self.fallback_action, tuple):
             check(

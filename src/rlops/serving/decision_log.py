@@ -12,6 +12,14 @@ drains the queue in batches, one transaction per batch. A full queue makes
 ``Retry-After`` instead of dropping the record. :meth:`DecisionLog.close`
 drains the queue before it returns, so a graceful shutdown loses nothing.
 
+Several processes may share one file (the replicas of
+:mod:`rlops.serving.ray_serve`, all on one host): each has its own writer
+thread, SQLite's file locks serialise their transactions (``BEGIN IMMEDIATE``
+waits ``busy_timeout``, and a failed batch is retried, never dropped), and
+:meth:`DecisionLog.create` is one transaction, so replicas starting together
+agree on the schema. Not for network filesystems: WAL needs shared memory on
+one host.
+
 >>> log = DecisionLog("decisions.sqlite")  # doctest: +SKIP
 >>> log.start()  # doctest: +SKIP
 >>> log.submit([(record, {"page": "home"})])  # doctest: +SKIP
@@ -26,11 +34,13 @@ True
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +50,12 @@ import orjson
 from rlops.core.decisions import DecisionRecord
 from rlops.core.errors import ConfigError
 
+log = logging.getLogger("rlops.serving.decision_log")
+
 SCHEMA_VERSION = 1
+
+PEER_POLL_S = 0.02
+"""How often :meth:`DecisionLog.arm_of` re-reads the file during ``peer_grace_s``."""
 
 _JSON_FIELDS = (
     "observation",
@@ -105,6 +120,7 @@ _FEEDBACK = (
     "UPDATE decisions SET reward = ?, outcome = ?, reward_version = ?, feedback_at = ? "
     "WHERE decision_id = ?"
 )
+_SHADOW = "UPDATE decisions SET shadow_distribution = ? WHERE decision_id = ?"
 
 
 @dataclass(frozen=True)
@@ -124,6 +140,16 @@ class _Feedback:
 
 
 @dataclass(frozen=True)
+class _Shadow:
+    decision_id: str
+    distribution: list[float]
+    queued_at: float
+
+
+_Entry = _Decision | _Feedback | _Shadow
+
+
+@dataclass(frozen=True)
 class LogStats:
     """A snapshot of the writer, for ``/metrics`` and ``/readyz``.
 
@@ -134,6 +160,10 @@ class LogStats:
         feedback: feedback updates committed since start.
         rejected: entries refused because the queue was full.
         errors: failed write attempts (each retried).
+        shadow: shadow distributions joined to their decisions.
+        shadow_dropped: shadow distributions not logged because the queue was full.
+        unwritable: entries SQLite refused for their content (logged at ERROR; the
+            request validation is meant to make this 0).
         running: the writer thread is alive and its last write succeeded.
     """
 
@@ -143,6 +173,9 @@ class LogStats:
     feedback: int
     rejected: int
     errors: int
+    shadow: int
+    shadow_dropped: int
+    unwritable: int
     running: bool
 
 
@@ -166,6 +199,10 @@ class DecisionLog:
         path: the SQLite file (parent directories are created).
         max_queue: entries that may wait; :meth:`submit` refuses beyond it.
         batch_size: most entries committed in one transaction.
+        peer_grace_s: how long :meth:`arm_of` keeps looking for an unknown id,
+            for a file other processes also write (Ray Serve replicas): a
+            decision another replica just answered may still sit in that
+            replica's queue. 0 (one process): answer at once.
 
     Raises:
         ConfigError: (from :meth:`start`) the file cannot be created or is not
@@ -173,14 +210,20 @@ class DecisionLog:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, max_queue: int = 100_000, batch_size: int = 2048
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_queue: int = 100_000,
+        batch_size: int = 2048,
+        peer_grace_s: float = 0.0,
     ) -> None:
         self.path = Path(path)
         self.max_queue = max_queue
         self.batch_size = batch_size
-        self._queue: collections.deque[_Decision | _Feedback] = collections.deque()
+        self.peer_grace_s = peer_grace_s
+        self._queue: collections.deque[_Entry] = collections.deque()
         self._cond = threading.Condition()
-        self._pending_ids: set[str] = set()
+        self._pending_ids: dict[str, str] = {}  # queued decision id -> arm
         self._closing = False
         self._thread: threading.Thread | None = None
         self._healthy = True
@@ -188,6 +231,9 @@ class DecisionLog:
         self._feedback = 0
         self._rejected = 0
         self._errors = 0
+        self._shadow = 0
+        self._shadow_dropped = 0
+        self._unwritable = 0
 
     def create(self) -> None:
         """Create the file and table (WAL mode) if missing; idempotent.
@@ -199,6 +245,10 @@ class DecisionLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(self.path)
             try:
+                # Several processes (Ray Serve replicas) may create one file at once:
+                # check and schema are one IMMEDIATE transaction, so no process sees
+                # the table before its user_version (executescript would commit early).
+                conn.execute("BEGIN IMMEDIATE")
                 (version,) = conn.execute("PRAGMA user_version").fetchone()
                 (tables,) = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 if tables and version != SCHEMA_VERSION:
@@ -206,8 +256,20 @@ class DecisionLog:
                         f"decision_log: {self.path} is not an rlops decision log (schema "
                         f"version {version}, expected {SCHEMA_VERSION}); choose another file"
                     )
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(_SCHEMA)
+                for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+                # Not allowed inside a transaction; it needs the file alone for a moment
+                # and can fail busy at once (no busy_timeout wait) while a peer holds it.
+                deadline = time.monotonic() + 10.0
+                while True:
+                    try:
+                        conn.execute("PRAGMA journal_mode = WAL")
+                        break
+                    except sqlite3.OperationalError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.01)
             finally:
                 conn.close()
         except (sqlite3.Error, OSError) as exc:
@@ -239,7 +301,7 @@ class DecisionLog:
                 return False
             for record, context in decisions:
                 self._queue.append(_Decision(record, context, now))
-                self._pending_ids.add(record.decision_id)
+                self._pending_ids[record.decision_id] = record.arm
             self._cond.notify()
         return True
 
@@ -261,24 +323,50 @@ class DecisionLog:
             self._cond.notify()
         return True
 
+    def submit_shadow(self, joins: Sequence[tuple[str, list[float]]]) -> bool:
+        """Queue shadow distributions for already queued decisions, ``(decision_id, dist)``.
+
+        The shadow policy never blocks serving, so a full queue drops these
+        joins (counted in :attr:`LogStats.shadow_dropped`) rather than answering 503.
+        """
+        now = time.monotonic()
+        with self._cond:
+            if self._closing or len(self._queue) + len(joins) > self.max_queue:
+                self._shadow_dropped += len(joins)
+                return False
+            for decision_id, dist in joins:
+                self._queue.append(_Shadow(decision_id, dist, now))
+            self._cond.notify()
+        return True
+
     def contains(self, decision_id: str) -> bool:
         """Whether ``decision_id`` is queued or committed (blocking: call off the event loop)."""
+        return self.arm_of(decision_id) is not None
+
+    def arm_of(self, decision_id: str) -> str | None:
+        """The arm that made a queued or committed decision, None if unknown (blocking)."""
         with self._cond:
-            if decision_id in self._pending_ids:
-                return True
-        conn = _connect(self.path, readonly=True)
-        try:
-            row = conn.execute(
-                "SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)
-            ).fetchone()
-        finally:
-            conn.close()
-        if row is not None:
-            return True
-        # Committed between the two looks: the writer drops an id from the
-        # pending set only after its transaction commits.
-        with self._cond:
-            return decision_id in self._pending_ids
+            arm = self._pending_ids.get(decision_id)
+        if arm is not None:
+            return arm
+        deadline = time.monotonic() + self.peer_grace_s
+        while True:
+            conn = _connect(self.path, readonly=True)
+            try:
+                row = conn.execute(
+                    "SELECT arm FROM decisions WHERE decision_id = ?", (decision_id,)
+                ).fetchone()
+            finally:
+                conn.close()
+            if row is not None:
+                return str(row[0])
+            # Committed between the two looks: the writer drops an id from the
+            # pending set only after its transaction commits.
+            with self._cond:
+                arm = self._pending_ids.get(decision_id)
+            if arm is not None or time.monotonic() >= deadline:
+                return arm
+            time.sleep(PEER_POLL_S)  # another process's writer may commit it shortly
 
     def stats(self) -> LogStats:
         """Queue depth, lag and counters (cheap; safe from any thread)."""
@@ -292,6 +380,9 @@ class DecisionLog:
                 feedback=self._feedback,
                 rejected=self._rejected,
                 errors=self._errors,
+                shadow=self._shadow,
+                shadow_dropped=self._shadow_dropped,
+                unwritable=self._unwritable,
                 running=self.running,
             )
 
@@ -332,49 +423,113 @@ class DecisionLog:
                         self._queue.popleft()
                     for entry in batch:
                         if isinstance(entry, _Decision):
-                            self._pending_ids.discard(entry.record.decision_id)
+                            self._pending_ids.pop(entry.record.decision_id, None)
                     self._cond.notify_all()
         finally:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[_Decision | _Feedback]) -> None:
-        """Commit ``batch`` in one transaction, retrying until it succeeds (never drop)."""
+    def _write(self, conn: sqlite3.Connection, batch: list[_Entry]) -> None:
+        """Commit ``batch`` in one transaction.
+
+        A transient failure (``OperationalError``: locked, busy, I/O, disk full)
+        is retried with backoff until it succeeds: nothing is dropped while the
+        disk is in trouble (the queue fills and the server answers 503). Any
+        other failure means some entry cannot be stored at all; the batch is
+        then written entry by entry and each such entry is logged at ERROR and
+        counted in :attr:`LogStats.unwritable`, so one bad value can neither
+        stop the writer nor hide.
+        """
         delay = 0.05
         while True:
             try:
-                decisions = feedback = 0
                 conn.execute("BEGIN IMMEDIATE")
-                for entry in batch:
-                    if isinstance(entry, _Decision):
-                        conn.execute(_INSERT, _row(entry))
-                        decisions += 1
-                    else:
-                        conn.execute(
-                            _FEEDBACK,
-                            (
-                                entry.reward,
-                                _json(entry.outcome),
-                                entry.reward_version,
-                                time.time(),
-                                entry.decision_id,
-                            ),
-                        )
-                        feedback += 1
+                counts = self._apply(conn, batch)
                 conn.execute("COMMIT")
-            except sqlite3.Error:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                self._rollback(conn)
                 with self._cond:
                     self._errors += 1
                     self._healthy = False
                 time.sleep(delay)
                 delay = min(2 * delay, 2.0)
                 continue
+            except Exception:
+                self._rollback(conn)
+                counts = self._write_each(conn, batch)
             with self._cond:
-                self._written += decisions
-                self._feedback += feedback
+                self._written += counts[0]
+                self._feedback += counts[1]
+                self._shadow += counts[2]
                 self._healthy = True
             return
+
+    def _write_each(self, conn: sqlite3.Connection, batch: list[_Entry]) -> list[int]:
+        """Write entries one transaction each, skipping (and reporting) unwritable ones."""
+        total = [0, 0, 0]
+        for entry in batch:
+            delay = 0.05
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    counts = self._apply(conn, [entry])
+                    conn.execute("COMMIT")
+                except sqlite3.OperationalError:
+                    self._rollback(conn)
+                    time.sleep(delay)
+                    delay = min(2 * delay, 2.0)
+                    continue
+                except Exception:
+                    self._rollback(conn)
+                    key = (
+                        entry.record.decision_id
+                        if isinstance(entry, _Decision)
+                        else entry.decision_id
+                    )
+                    log.exception("decision log: cannot store the entry for decision %s", key)
+                    with self._cond:
+                        self._unwritable += 1
+                    break
+                total = [a + b for a, b in zip(total, counts)]
+                break
+        return total
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, batch: list[_Entry]) -> list[int]:
+        """Execute ``batch`` in the open transaction; returns (decisions, feedback, shadow)."""
+        decisions = feedback = shadow = 0
+        rows: list[tuple[Any, ...]] = []  # consecutive decisions: one executemany
+        for entry in batch:
+            if isinstance(entry, _Decision):
+                rows.append(_row(entry))
+                continue
+            if rows:
+                conn.executemany(_INSERT, rows)
+                decisions += len(rows)
+                rows = []
+            if isinstance(entry, _Shadow):
+                conn.execute(_SHADOW, (_json(entry.distribution), entry.decision_id))
+                shadow += 1
+            else:
+                conn.execute(
+                    _FEEDBACK,
+                    (
+                        entry.reward,
+                        _json(entry.outcome),
+                        entry.reward_version,
+                        time.time(),
+                        entry.decision_id,
+                    ),
+                )
+                feedback += 1
+        if rows:
+            conn.executemany(_INSERT, rows)
+            decisions += len(rows)
+        return [decisions, feedback, shadow]
 
 
 def _row(entry: _Decision) -> tuple[Any, ...]:
@@ -410,6 +565,31 @@ def count_decisions(path: str | os.PathLike[str]) -> int:
     return int(n)
 
 
+def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Row counts by arm and policy, feedback coverage and the time span of a log."""
+    conn = _connect(path, readonly=True)
+    try:
+        (n, with_reward, first, last) = conn.execute(
+            "SELECT COUNT(*), COUNT(reward), MIN(timestamp), MAX(timestamp) FROM decisions"
+        ).fetchone()
+        arms = conn.execute("SELECT arm, COUNT(*) FROM decisions GROUP BY arm").fetchall()
+        versions = conn.execute(
+            "SELECT policy_version, COUNT(*) FROM decisions GROUP BY policy_version"
+        ).fetchall()
+        (shadowed,) = conn.execute("SELECT COUNT(shadow_distribution) FROM decisions").fetchone()
+    finally:
+        conn.close()
+    return {
+        "decisions": int(n),
+        "with_feedback": int(with_reward),
+        "with_shadow": int(shadowed),
+        "by_arm": dict(sorted((str(a), int(c)) for a, c in arms)),
+        "by_policy_version": dict(sorted((str(v), int(c)) for v, c in versions)),
+        "first_timestamp": first,
+        "last_timestamp": last,
+    }
+
+
 def integrity_check(path: str | os.PathLike[str]) -> str:
     """Run ``PRAGMA integrity_check``; returns ``"ok"`` for a sound database file."""
     conn = _connect(path, readonly=True)
@@ -418,3 +598,127 @@ def integrity_check(path: str | os.PathLike[str]) -> str:
     finally:
         conn.close()
     return "; ".join(str(r[0]) for r in rows)
+
+
+EXPORT_BATCH_ROWS = 10_000
+"""Rows read from SQLite and written as one Parquet row group at a time."""
+
+
+def export_parquet(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    since: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Export the decision log to one Parquet file for offline learning and OPE.
+
+    Typed columns: ``observation``, ``action_mask``, ``action_distribution``,
+    ``shadow_distribution`` are lists; ``action`` is ``int64`` for discrete
+    policies and ``list<double>`` for continuous ones; ``split``, ``outcome`` and
+    ``context`` stay JSON text (free-form objects); ``feedback_at`` is null until
+    feedback was joined. Streams ``EXPORT_BATCH_ROWS`` rows at a time (bounded
+    memory) into a temporary file that is renamed into place only when complete,
+    so ``out`` is never half-written. The log may be serving while it is read
+    (WAL readers see a consistent snapshot).
+
+    Args:
+        path: the SQLite decision log.
+        out: the Parquet file to write (replaced atomically).
+        since: only decisions with ``timestamp >= since`` (unix seconds).
+        progress: called with the number of rows written so far after each batch.
+
+    Returns:
+        The number of rows exported.
+
+    Raises:
+        ConfigError: ``path`` is not a decision log, or pyarrow is missing.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(
+            "export: pyarrow is not installed; install the extra: pip install 'rlops[serve]'"
+        ) from None
+    source = Path(path)
+    if not source.exists():
+        raise ConfigError(f"log: {source} does not exist")
+    try:
+        conn = _connect(source, readonly=True)
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"log: {source} is not a SQLite decision log ({exc})") from None
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise ConfigError(f"log: {source} has schema version {version}, expected {SCHEMA_VERSION}")
+    columns = (*_COLUMNS, "context", "feedback_at")
+    where, params = ("WHERE timestamp >= ?", (since,)) if since is not None else ("", ())
+    floats = pa.list_(pa.float64())
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    written = 0
+    writer = None
+    try:
+        cursor = conn.execute(
+            f"SELECT {', '.join(columns)} FROM decisions {where} ORDER BY rowid", params
+        )
+        schema = None
+        while rows := cursor.fetchmany(EXPORT_BATCH_ROWS):
+            data = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+            for name in (
+                "observation",
+                "action_mask",
+                "action_distribution",
+                "shadow_distribution",
+                "action",
+            ):
+                data[name] = [None if v is None else orjson.loads(v) for v in data[name]]
+            if schema is None:
+                continuous = isinstance(data["action"][0], list)
+                schema = pa.schema(
+                    [
+                        ("decision_id", pa.string()),
+                        ("timestamp", pa.float64()),
+                        ("unit_id", pa.string()),
+                        ("episode_id", pa.string()),
+                        ("step", pa.int64()),
+                        ("observation", floats),
+                        ("action_mask", pa.list_(pa.bool_())),
+                        ("action", floats if continuous else pa.int64()),
+                        ("action_distribution", floats),
+                        ("logp", pa.float64()),
+                        ("propensity", pa.float64()),
+                        ("policy_version", pa.string()),
+                        ("arm", pa.string()),
+                        ("split", pa.string()),
+                        ("shadow_distribution", floats),
+                        ("reward", pa.float64()),
+                        ("outcome", pa.string()),
+                        ("reward_version", pa.string()),
+                        ("context", pa.string()),
+                        ("feedback_at", pa.float64()),
+                    ]
+                )
+                writer = pq.ParquetWriter(tmp, schema)
+            assert writer is not None
+            writer.write_table(pa.table(data, schema=schema))
+            written += len(rows)
+            if progress is not None:
+                progress(written)
+        if writer is None:  # an empty log: still a valid (empty) file
+            empty = pa.schema([(name, pa.string()) for name in columns])
+            writer = pq.ParquetWriter(tmp, empty)
+        writer.close()
+        writer = None
+        os.replace(tmp, target)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        conn.close()
+    return written

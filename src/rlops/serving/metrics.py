@@ -82,6 +82,7 @@ class ServingMetrics:
         self.requests: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.decisions: collections.Counter[str] = collections.Counter()
         self.safety: collections.Counter[str] = collections.Counter()
+        self.shadow_rows: collections.Counter[str] = collections.Counter()
         self.latency: dict[str, _Histogram] = {}
         self.batch_rows = _Histogram(BATCH_BUCKETS)
 
@@ -101,6 +102,10 @@ class ServingMetrics:
         """Count a safety trigger (``policy_error``, ``timeout``, ``exploration_capped``...)."""
         self.safety[kind] += count
 
+    def shadow(self, outcome: str, count: int = 1) -> None:
+        """Count shadow evaluations by outcome (``logged``, ``skipped``, ``error``, ``dropped``)."""
+        self.shadow_rows[outcome] += count
+
     def render(self, extra: Mapping[str, tuple[str, str, float]] | None = None) -> str:
         """The exposition text; ``extra`` maps more metric names to ``(type, help, value)``."""
         lines: list[str] = []
@@ -119,6 +124,9 @@ class ServingMetrics:
         family("rlops_serving_safety_triggers_total", "counter", "Safety mechanisms that acted.")
         for kind, n in sorted(self.safety.items()):
             lines.append(f"rlops_serving_safety_triggers_total{_labels([('kind', kind)])} {n}")
+        family("rlops_serving_shadow_total", "counter", "Shadow-policy evaluations by outcome.")
+        for outcome, n in sorted(self.shadow_rows.items()):
+            lines.append(f"rlops_serving_shadow_total{_labels([('outcome', outcome)])} {n}")
         family("rlops_serving_latency_seconds", "histogram", "Request latency in the server.")
         for route, hist in sorted(self.latency.items()):
             lines.extend(hist.lines("rlops_serving_latency_seconds", (("route", route),)))

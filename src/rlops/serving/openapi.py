@@ -15,6 +15,8 @@ from typing import Any
 
 ERROR_CODES = {
     400: "malformed_json: the body is not valid JSON (NaN/Infinity literals included)",
+    401: "unauthorized: no 'Authorization: Bearer <token>' header (admin endpoints)",
+    403: "forbidden: wrong admin token",
     404: "unknown_decision (feedback for a decision_id never logged), not_found",
     405: "method_not_allowed",
     413: "body_too_large: the body exceeds max_body_bytes",
@@ -23,7 +25,9 @@ ERROR_CODES = {
         "invalid_type, missing_field, unknown_field, invalid_shape, invalid_dtype, "
         "non_finite, invalid_mask, no_eligible_action, too_many_rows"
     ),
+    409: "conflict: the admin action needs a canary, shadow or fallback that is not configured",
     503: (
+        "admin_log_unavailable (the admin log fails verification; nothing was changed), "
         "log_backpressure (decision-log queue full; retry after Retry-After seconds), "
         "policy_unavailable (the policy failed and no fallback_action is configured)"
     ),
@@ -53,6 +57,76 @@ def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_ADMIN_FIELDS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "canary": (
+        "Set the fraction of units on the canary (0 to 1); raising it after a rollback "
+        "starts a new guardrail comparison",
+        {"share": {"type": "number", "minimum": 0, "maximum": 1}},
+        ["share"],
+    ),
+    "shadow": (
+        "Enable or disable the shadow policy (optionally change its unit share)",
+        {"enabled": {"type": "boolean"}, "share": {"type": "number", "minimum": 0, "maximum": 1}},
+        ["enabled"],
+    ),
+    "rollback": ("Send every assigned unit back to production now", {}, []),
+    "override": (
+        "Pin one unit to production, the canary or the fallback action",
+        {
+            "unit_id": {"type": "string", "minLength": 1},
+            "arm": {"type": "string", "enum": ["production", "canary", "fallback"]},
+        },
+        ["unit_id", "arm"],
+    ),
+    "clear-override": (
+        "Remove one unit's override",
+        {"unit_id": {"type": "string", "minLength": 1}},
+        ["unit_id"],
+    ),
+    "kill-switch": (
+        "Serve the fallback action to every unit without an override (on), or release it",
+        {"on": {"type": "boolean"}},
+        ["on"],
+    ),
+}
+
+
+def _admin_paths() -> dict[str, Any]:
+    """``/v1/admin/*``: bearer token, ``actor`` and ``reason`` on every change."""
+    who = {
+        "actor": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+    }
+    paths: dict[str, Any] = {
+        "/v1/admin/state": {
+            "get": {
+                "summary": "Routing, guardrail verdict and admin-log head",
+                "security": [{"bearer": []}],
+                "responses": {"200": _ok("the state", {"type": "object"}), **_errors(401, 403)},
+            }
+        }
+    }
+    for action, (summary, fields, required) in _ADMIN_FIELDS.items():
+        schema = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["actor", "reason", *required],
+            "properties": {**who, **fields},
+        }
+        paths[f"/v1/admin/{action}"] = {
+            "post": {
+                "summary": summary + " (appended to the admin log with actor and reason)",
+                "security": [{"bearer": []}],
+                "requestBody": _json_body(schema),
+                "responses": {
+                    "200": _ok("applied", _ref("AdminResult")),
+                    **_errors(400, 401, 403, 409, 413, 415, 422, 503),
+                },
+            }
+        }
+    return paths
+
+
 def openapi_document(
     *, obs_shape: tuple[int, ...], n_actions: int | None, version: str
 ) -> dict[str, Any]:
@@ -73,8 +147,11 @@ def openapi_document(
             "observation": observation,
             "unit_id": {"type": "string", "minLength": 1, "maxLength": 256},
             "episode_id": {"type": "string", "minLength": 1, "maxLength": 256},
-            "step": {"type": "integer", "minimum": 0, "default": 0},
-            "context": {"type": "object", "description": "logged with the decision"},
+            "step": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "default": 0},
+            "context": {
+                "type": "object",
+                "description": "logged with the decision (at most 64 levels deep)",
+            },
         },
     }
     decision: dict[str, Any] = {
@@ -83,7 +160,12 @@ def openapi_document(
         "properties": {
             "decision_id": {"type": "string"},
             "policy_version": {"type": "string"},
-            "arm": {"type": "string", "enum": ["production", "fallback"]},
+            "arm": {
+                "type": "string",
+                "enum": ["production", "canary", "override", "fallback"],
+                "description": "who decided: the sticky canary split, an operator's "
+                "override, or the fallback action (kill switch, policy error or timeout)",
+            },
             "propensity": {
                 "type": "number",
                 "description": "probability of the returned action under the served distribution"
@@ -179,6 +261,7 @@ def openapi_document(
                     },
                 }
             },
+            **_admin_paths(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -209,8 +292,16 @@ def openapi_document(
                     "properties": {
                         "decision_id": {"type": "string"},
                         "reward": {"type": "number"},
-                        "metrics": {"type": "object"},
+                        "metrics": {"type": "object", "description": "at most 64 levels deep"},
                         "reward_version": {"type": "string"},
+                    },
+                },
+                "AdminResult": {
+                    "type": "object",
+                    "properties": {
+                        "action": {"type": "string"},
+                        "applied": {"type": "object"},
+                        "routing": {"type": "object"},
                     },
                 },
                 "Error": {
@@ -228,6 +319,7 @@ def openapi_document(
                         }
                     },
                 },
-            }
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

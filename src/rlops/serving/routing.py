@@ -204,6 +204,10 @@ class Router:
             return Route(override, "override", shadow, share)
         if kill:
             return Route("fallback", "kill_switch", False, share)
+        if share <= 0.0:  # no unit is below 0: skip the hash
+            if not unit_id or not isinstance(unit_id, str):
+                _check_unit(unit_id)
+            return Route("production", "assignment", shadow, share)
         arm: ServedArm = "canary" if assignment_value(unit_id, salt) < share else "production"
         return Route(arm, "assignment", shadow, share)
 

@@ -26,7 +26,13 @@ from rlops.core.errors import RlopsError
 
 MAX_ID_CHARS = 256
 """Longest accepted ``unit_id`` / ``episode_id`` / ``decision_id``."""
+MAX_STEP = 2**63 - 1
+"""Largest accepted ``step``: SQLite's INTEGER range, so every served decision can be logged."""
+MAX_OBJECT_DEPTH = 64
+"""Deepest nesting accepted in ``context`` / ``metrics``: the log serialises them with
+orjson, which refuses more than 254 levels."""
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _ACT_FIELDS = ("observation", "unit_id", "episode_id", "step", "action_mask", "context")
 _FEEDBACK_FIELDS = ("decision_id", "reward", "metrics", "reward_version")
 
@@ -153,6 +159,32 @@ def _string(data: dict[str, Any], key: str, where: str, *, required: bool) -> st
     return value
 
 
+def _object(data: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    """An optional free-form JSON object, at most :data:`MAX_OBJECT_DEPTH` levels deep.
+
+    Iterative, like :func:`_numbers`. Refusing here keeps a value the log writer
+    could not serialise from being served (and from stopping the writer).
+    """
+    value = data.get(key)
+    field = _join(where, key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid("invalid_type", f"{key} must be a JSON object", field)
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_OBJECT_DEPTH:
+            raise invalid(
+                "invalid_type",
+                f"{key} nests deeper than {MAX_OBJECT_DEPTH} levels; flatten it",
+                field,
+            )
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return value
+
+
 def parse_act_row(data: Any, spec: InputSpec, where: str) -> ActRow:
     """Validate one act request object (``where`` prefixes field names, e.g. ``requests[2]``).
 
@@ -174,30 +206,30 @@ def parse_act_row(data: Any, spec: InputSpec, where: str) -> ActRow:
         raise invalid(
             "invalid_shape", f"observation is not a regular array: {exc}", field
         ) from None
-    with np.errstate(over="ignore"):  # beyond float32 range -> inf, refused below
-        obs = obs64.astype(np.float32)
-    if obs.shape != spec.obs_shape:
-        if obs.ndim == 1 and obs.size == math.prod(spec.obs_shape):
-            obs = obs.reshape(spec.obs_shape)  # a flattened observation is accepted
+    if obs64.shape != spec.obs_shape:
+        if obs64.ndim == 1 and obs64.size == math.prod(spec.obs_shape):
+            obs64 = obs64.reshape(spec.obs_shape)  # a flattened observation is accepted
         else:
             raise invalid(
                 "invalid_shape",
-                f"shape {obs.shape} does not match the policy's {spec.obs_shape}",
+                f"shape {obs64.shape} does not match the policy's {spec.obs_shape}",
                 field,
             )
-    if not np.isfinite(obs).all():
+    # NaN, Inf, and finite values that would overflow float32 are refused.
+    if not (np.abs(obs64) <= _FLOAT32_MAX).all():
         raise invalid(
             "non_finite", "observation must be finite (no NaN/Inf, within float32 range)", field
         )
+    obs = obs64.astype(np.float32)
     unit_id = _string(data, "unit_id", where, required=True)
     assert unit_id is not None
     episode_id = _string(data, "episode_id", where, required=False)
     step = data.get("step", 0)
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise invalid("invalid_type", "step must be an integer >= 0", _join(where, "step"))
-    context = data.get("context")
-    if context is not None and not isinstance(context, dict):
-        raise invalid("invalid_type", "context must be a JSON object", _join(where, "context"))
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        raise invalid(
+            "invalid_type", f"step must be an integer in [0, {MAX_STEP}]", _join(where, "step")
+        )
+    context = _object(data, "context", where)
     mask = _mask(data.get("action_mask"), spec, _join(where, "action_mask"))
     return ActRow(obs, unit_id, episode_id, step, mask, context)
 
@@ -258,8 +290,6 @@ def parse_feedback(data: Any) -> FeedbackRequest:
         raise invalid("invalid_type", "reward is required: a number", "reward")
     if not math.isfinite(reward):
         raise invalid("non_finite", "reward must be finite", "reward")
-    metrics = data.get("metrics")
-    if metrics is not None and not isinstance(metrics, dict):
-        raise invalid("invalid_type", "metrics must be a JSON object", "metrics")
+    metrics = _object(data, "metrics", "")
     reward_version = _string(data, "reward_version", "", required=False)
     return FeedbackRequest(decision_id, float(reward), metrics, reward_version)

@@ -15,10 +15,9 @@ import socket
 from collections.abc import Callable
 
 import uvicorn
-from starlette.applications import Starlette
 
 from rlops.core.errors import ConfigError
-from rlops.serving.app import create_app
+from rlops.serving.app import ServingApp, create_app
 from rlops.serving.config import ServeConfig
 
 DRAIN_TIMEOUT_S = 30
@@ -47,13 +46,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_server(app: Starlette, *, log_level: str = "warning") -> uvicorn.Server:
+def build_server(app: ServingApp, *, log_level: str = "warning") -> uvicorn.Server:
     """A uvicorn server for ``app``: lifespan on, no access log (the decision log is the record)."""
     config = uvicorn.Config(
         app,
         lifespan="on",
         log_level=log_level,
         access_log=False,
+        proxy_headers=False,  # X-Forwarded-* are not used; skipping them saves per-request work
+        server_header=False,
         timeout_graceful_shutdown=DRAIN_TIMEOUT_S,
     )
     return uvicorn.Server(config)
@@ -63,6 +64,30 @@ def url_of(sock: socket.socket) -> str:
     """``http://host:port`` of a bound socket."""
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def startup_lines(app: ServingApp, url: str) -> list[str]:
+    """What ``rlops serve`` prints once bound: the URL first (scripts parse it), then details."""
+    service = app.state.service
+    config = service.config
+    lines = [
+        f"rlops serve: {url}  policy {service.version[:23]}…  "
+        f"decision log {config.decision_log}  (POST /v1/act, GET /openapi.json)"
+    ]
+    if "canary" in service.arms:
+        share = service.control.router.canary_share
+        lines.append(f"  canary {service.arms['canary'].version[:23]}…  share {share:g}")
+    if service.shadow is not None:
+        lines.append(f"  shadow {service.shadow.version[:23]}…  (logged, never served)")
+    if service.control.restored:
+        lines.append(f"  {service.control.restored}")
+    lines.append(f"  admin log {config.admin_log_path}  state {config.state_path}")
+    if service.admin_token_generated:
+        lines.append(
+            f"  admin token (generated; set $RLOPS_ADMIN_TOKEN to choose one): "
+            f"{service.admin_token}"
+        )
+    return lines
 
 
 def serve(config: ServeConfig, *, announce: Callable[[str], None] | None = None) -> None:
@@ -75,11 +100,8 @@ def serve(config: ServeConfig, *, announce: Callable[[str], None] | None = None)
     app = create_app(config)
     sock = bind_socket(config.host, config.port)
     if announce is not None:
-        service = app.state.service
-        announce(
-            f"rlops serve: {url_of(sock)}  policy {service.version[:23]}…  "
-            f"decision log {config.decision_log}  (POST /v1/act, GET /openapi.json)"
-        )
+        for line in startup_lines(app, url_of(sock)):
+            announce(line)
     try:
         build_server(app).run(sockets=[sock])
     finally:
