@@ -199,6 +199,8 @@ class DecisionLog:
         path: the SQLite file (parent directories are created).
         max_queue: entries that may wait; :meth:`submit` refuses beyond it.
         batch_size: most entries committed in one transaction.
+        linger_s: how long the writer waits for more entries before committing a
+            batch smaller than ``batch_size`` (a closing log does not wait).
         peer_grace_s: how long :meth:`arm_of` keeps looking for an unknown id,
             for a file other processes also write (Ray Serve replicas): a
             decision another replica just answered may still sit in that
@@ -216,10 +218,12 @@ class DecisionLog:
         max_queue: int = 100_000,
         batch_size: int = 2048,
         peer_grace_s: float = 0.0,
+        linger_s: float = 0.005,
     ) -> None:
         self.path = Path(path)
         self.max_queue = max_queue
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.peer_grace_s = peer_grace_s
         self._queue: collections.deque[_Entry] = collections.deque()
         self._cond = threading.Condition()
@@ -302,7 +306,7 @@ class DecisionLog:
             for record, context in decisions:
                 self._queue.append(_Decision(record, context, now))
                 self._pending_ids[record.decision_id] = record.arm
-            self._cond.notify()
+            self._wake(len(decisions))
         return True
 
     def submit_feedback(
@@ -320,7 +324,7 @@ class DecisionLog:
                 return False
             entry = _Feedback(decision_id, reward, outcome, reward_version, time.monotonic())
             self._queue.append(entry)
-            self._cond.notify()
+            self._wake(1)
         return True
 
     def submit_shadow(self, joins: Sequence[tuple[str, list[float]]]) -> bool:
@@ -336,8 +340,15 @@ class DecisionLog:
                 return False
             for decision_id, dist in joins:
                 self._queue.append(_Shadow(decision_id, dist, now))
-            self._cond.notify()
+            self._wake(len(joins))
         return True
+
+    def _wake(self, added: int) -> None:
+        """Wake the writer (lock held) only when it sleeps on an empty queue or a
+        batch is full: waking it on every entry would cost a thread switch each."""
+        size = len(self._queue)
+        if size == added or size >= self.batch_size:
+            self._cond.notify()
 
     def contains(self, decision_id: str) -> bool:
         """Whether ``decision_id`` is queued or committed (blocking: call off the event loop)."""
@@ -413,6 +424,14 @@ class DecisionLog:
                 with self._cond:
                     while not self._queue and not self._closing:
                         self._cond.wait()
+                    # Linger briefly so that at low rates several decisions share one
+                    # commit (one WAL append instead of one per request).
+                    deadline = time.monotonic() + self.linger_s
+                    while len(self._queue) < self.batch_size and not self._closing:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
                     if not self._queue:
                         return
                     take = min(self.batch_size, len(self._queue))

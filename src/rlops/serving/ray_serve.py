@@ -84,7 +84,7 @@ from rlops.core.config import check
 from rlops.core.errors import ConfigError, RlopsError
 from rlops.serving.app import create_app
 from rlops.serving.config import ServeConfig
-from rlops.serving.server import DRAIN_TIMEOUT_S, bind_socket, startup_lines
+from rlops.serving.server import DRAIN_TIMEOUT_S, bind_socket, startup_lines, tune_gc
 
 __all__ = ["RayServing", "serve_on_ray"]
 
@@ -174,6 +174,7 @@ class _Replica:
         _, serve = _ray()
         app = create_app(self._config)
         app.state.service.log.peer_grace_s = PEER_GRACE_S
+        tune_gc()  # the replica process serves only this app
         return _ReplicaMiddleware(
             app,
             replica=serve.get_replica_context().replica_tag,
