@@ -46,3 +46,13 @@ class ActorFailure(RlopsError):
     last cause (the exception an actor raised, the signal that killed it, or
     the timeout it exceeded).
     """
+
+
+class DataError(RlopsError):
+    """Logged decisions cannot support the requested estimate or training.
+
+    Raised for missing or out-of-range propensities, actions outside the
+    action space, observations of the wrong size, or a log without the
+    feedback an estimator needs; the message names the field and how many
+    records are affected.
+    """

@@ -1,0 +1,303 @@
+"""``rlops ope``: every estimator, its interval and diagnostics, and a reading in plain words.
+
+:func:`ope_report` reads a decision log (serving SQLite, simulation JSONL or a
+Parquet export), evaluates a candidate policy artifact on it with every
+applicable estimator, and returns one JSON-able report; :func:`render_markdown`
+turns it into Markdown. The report's top level is shaped for gate files:
+each estimator is a key (``dr.lower_95``, ``ips.diagnostics.ess``), plus
+``ess``, ``kl_to_production``, ``logged_value`` and ``baseline_value``.
+
+One-step or sequential? ``mode="auto"`` picks one-step when every logged
+episode has a single decision (or the log has no episode ids) and sequential
+otherwise.
+
+>>> report = ope_report("decisions.sqlite", "runs/candidate/artifact",
+...                     baseline_value=0.58)  # doctest: +SKIP
+>>> report["dr"]["lower_95"] >= report["baseline_value"]  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rlops.core.errors import ConfigError, DataError
+from rlops.evaluation.ope.data import (
+    load_decisions,
+    policy_distributions,
+    to_bandit,
+    to_episodes,
+)
+from rlops.evaluation.ope.estimate import Estimate
+
+__all__ = ["kl_divergence", "ope_report", "reading", "render_markdown"]
+
+Mode = Literal["auto", "bandit", "sequential"]
+THIN_ESS = 100
+THIN_ESS_SHARE = 0.05
+"""Below ``max(THIN_ESS, THIN_ESS_SHARE * n)`` effective samples the reading
+refuses to call a winner (a gate file makes the formal call)."""
+
+RECOMMENDED = {"bandit": "dr", "sequential": "seq_dr"}
+"""The estimator the reading leads with: doubly robust, unbiased when either the
+propensities or the reward model are right, and usually the tightest."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def kl_divergence(
+    target: np.ndarray, behaviour: np.ndarray, valid: np.ndarray | None = None
+) -> float:
+    """Mean ``KL(target || behaviour)`` over logged decisions (nats); inf without support."""
+    t = target.reshape(-1, target.shape[-1])
+    b = behaviour.reshape(-1, behaviour.shape[-1])
+    keep = np.ones(t.shape[0], bool) if valid is None else valid.reshape(-1)
+    t, b = t[keep], b[keep]
+    mass = t > 0
+    if np.any(mass & (b <= 0)):
+        return math.inf
+    ratio = np.where(mass, t / np.where(b > 0, b, 1.0), 1.0)
+    return float(np.sum(np.where(mass, t * np.log(ratio), 0.0), axis=1).mean())
+
+
+def ope_report(
+    log: str | os.PathLike[str],
+    policy: str | os.PathLike[str],
+    *,
+    baseline_value: float | None = None,
+    mode: Mode = "auto",
+    gamma: float = 1.0,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate ``policy`` (an artifact directory) on ``log`` with every estimator.
+
+    Args:
+        log: decision log path (``.sqlite``, ``.jsonl``, ``.parquet``).
+        policy: candidate policy artifact (discrete actions).
+        baseline_value: today's value to compare with (e.g. the production
+            policy's measured value), reported and used in the reading.
+        mode: ``auto``, ``bandit`` (one-step) or ``sequential``.
+        gamma: discount of sequential returns.
+        level: nominal coverage of the intervals.
+        seed: bootstrap / model-fitting seed.
+
+    Returns:
+        The report (JSON-able); see the module docstring for its shape.
+
+    Raises:
+        DataError: the log cannot support the estimate (named, with counts).
+        ArtifactError: a missing or tampered artifact.
+    """
+    import rlops
+
+    if not 0.5 <= level < 1.0:
+        raise ConfigError(f"level: must be in [0.5, 1), got {level}")
+    if not 0.0 < gamma <= 1.0:
+        raise ConfigError(f"gamma: must be in (0, 1], got {gamma}")
+    log_path, policy_path = Path(log), Path(policy)
+    records = load_decisions(log_path)
+    candidate = rlops.load_policy(policy_path)
+    if not candidate.discrete:
+        raise DataError("policy: off-policy evaluation here needs a discrete-action policy")
+    start = int(getattr(candidate.action_space, "start", 0))
+    n_actions = int(candidate.action_space.n)  # type: ignore[attr-defined]
+    if mode == "auto":
+        lengths: dict[str, int] = {}
+        for r in records:
+            key = r.episode_id or r.unit_id
+            lengths[key] = lengths.get(key, 0) + 1
+        one_step = all(r.episode_id is None for r in records) or max(lengths.values()) == 1
+        mode = "bandit" if one_step else "sequential"
+    report: dict[str, Any] = {
+        "mode": mode,
+        "log": {"path": str(log_path), "sha256": _sha256(log_path), "records": len(records)},
+        "policy": {"path": str(policy_path), "version": candidate.version},
+        "level": level,
+        "baseline_value": baseline_value,
+    }
+    estimates: list[Estimate]
+    if mode == "bandit":
+        from rlops.evaluation.ope.bandit import evaluate_bandit
+
+        data = to_bandit(records, n_actions=n_actions, action_start=start)
+        target = policy_distributions(candidate, data.observations, data.masks)
+        estimates = evaluate_bandit(data, target, level=level, seed=seed)
+        report["decisions"] = data.n
+        report["dropped_no_reward"] = data.dropped_no_reward
+        report["logged_value"] = float(data.rewards.mean())
+        behaviour, valid = data.behaviour, None
+        versions = sorted(set(data.policy_versions.tolist()))
+    else:
+        from rlops.evaluation.ope.sequential import evaluate_sequential
+
+        episodes = to_episodes(records, n_actions=n_actions, action_start=start)
+        target = policy_distributions(candidate, episodes.observations, episodes.masks)
+        estimates = evaluate_sequential(episodes, target, gamma=gamma, level=level, seed=seed)
+        discounts = gamma ** np.arange(episodes.horizon)
+        returns = (episodes.rewards * episodes.valid * discounts).sum(axis=1)
+        report["episodes"] = episodes.n_episodes
+        report["decisions"] = int(episodes.valid.sum())
+        report["dropped_no_reward"] = episodes.dropped_no_reward
+        report["gamma"] = gamma
+        report["logged_value"] = float(returns.mean())
+        behaviour, valid = episodes.behaviour, episodes.valid
+        versions = sorted({r.policy_version for r in records})
+    report["logging_policies"] = versions
+    report["estimators"] = [e.name for e in estimates]
+    for e in estimates:
+        report[e.name] = e.to_dict()
+    recommended = RECOMMENDED[mode]
+    if recommended not in report:
+        recommended = estimates[0].name
+    report["recommended"] = recommended
+    ess = report[recommended]["diagnostics"].get("ess")
+    if ess is None:
+        ess = next((e.diagnostics["ess"] for e in estimates if "ess" in e.diagnostics), None)
+    report["ess"] = ess
+    if behaviour is not None:
+        kl = kl_divergence(target, behaviour, valid)
+        report["kl_to_production"] = kl if math.isfinite(kl) else None
+    else:
+        report["kl_to_production"] = None
+    report["reading"] = reading(report)
+    return report
+
+
+def _interval(entry: dict[str, Any], level: float) -> str:
+    pct = round(level * 100)
+    lo, hi = entry.get(f"lower_{pct}"), entry.get(f"upper_{pct}")
+    if lo is None or hi is None:
+        return "no interval"
+    return f"{pct}% CI {lo:.4g} to {hi:.4g}"
+
+
+def reading(report: dict[str, Any]) -> str:
+    """One paragraph a product owner can read: what the numbers say and how far to trust them."""
+    level = report["level"]
+    pct = round(level * 100)
+    name = report["recommended"]
+    best = report[name]
+    unit = "mean reward per decision" if report["mode"] == "bandit" else "mean return per episode"
+    sample = (
+        f"{report['decisions']:,} logged decisions"
+        if report["mode"] == "bandit"
+        else f"{report['episodes']:,} logged episodes ({report['decisions']:,} decisions)"
+    )
+    parts = [
+        f"On {sample}, the {name.upper()} estimate of the candidate's {unit} is "
+        f"{best['value']:.4g} ({_interval(best, level)}); the logged policy achieved "
+        f"{report['logged_value']:.4g}."
+    ]
+    baseline = report.get("baseline_value")
+    lo, hi = best.get(f"lower_{pct}"), best.get(f"upper_{pct}")
+    units = report["decisions"] if report["mode"] == "bandit" else report["episodes"]
+    ess = report.get("ess")
+    thin = ess is not None and (ess < THIN_ESS or ess < THIN_ESS_SHARE * units)
+    if thin:
+        parts.append(
+            f"But the effective sample size is only {ess:,.0f} of {units:,}: a handful of "
+            "logged cases carry the estimate, because the candidate acts differently from "
+            "the logged policy. Do not decide on this log; collect data closer to the "
+            "candidate (a small canary, or more exploration in production)."
+        )
+    elif baseline is not None and lo is not None and hi is not None:
+        if lo > baseline:
+            parts.append(
+                f"The whole interval is above the baseline {baseline:.4g}: the evidence says "
+                "the candidate is better."
+            )
+        elif hi < baseline:
+            parts.append(
+                f"The whole interval is below the baseline {baseline:.4g}: the candidate is "
+                "likely worse; do not promote it."
+            )
+        else:
+            parts.append(
+                f"The interval contains the baseline {baseline:.4g}: the log cannot tell "
+                "whether the candidate is better or worse; collect more data (for example "
+                "through a small canary) before deciding."
+            )
+    values = [report[n]["value"] for n in report["estimators"] if report[n]["value"] is not None]
+    if len(values) > 1:
+        spread = max(values) - min(values)
+        scale = max(abs(v) for v in values) or 1.0
+        if spread > 0.1 * scale:
+            parts.append(
+                f"The estimators disagree ({min(values):.4g} to {max(values):.4g}), which "
+                "usually means the reward model or the overlap between the policies is poor; "
+                "trust the intervals less."
+            )
+        else:
+            parts.append("The estimators agree with each other.")
+    own = best["warnings"]
+    others = sum(len(report[n]["warnings"]) for n in report["estimators"] if n != name)
+    if own:
+        parts.append(f"Caution ({name}): " + " ".join(w.rstrip(".") + "." for w in own))
+    if others:
+        parts.append(f"The other estimators carry {others} more warning(s); see the report.")
+    if report.get("dropped_no_reward"):
+        parts.append(
+            f"{report['dropped_no_reward']:,} logged decisions had no reward yet and were left out."
+        )
+    return " ".join(parts)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: inputs, a table of estimators, the reading."""
+    level = report["level"]
+    pct = round(level * 100)
+    lines = [
+        "# Off-policy evaluation",
+        "",
+        f"- policy: `{report['policy']['path']}` ({report['policy']['version'][:23]}…)",
+        f"- log: `{report['log']['path']}` ({report['log']['records']:,} records, "
+        f"sha256 {report['log']['sha256'][:12]}…), logged by {len(report['logging_policies'])} "
+        "policy version(s)",
+        f"- mode: {report['mode']}"
+        + (f", gamma {report['gamma']}" if report["mode"] == "sequential" else ""),
+        f"- logged policy's value: {report['logged_value']:.4g}"
+        + (
+            f"; baseline: {report['baseline_value']:.4g}"
+            if report.get("baseline_value") is not None
+            else ""
+        ),
+        "",
+        f"| estimator | value | {pct}% interval | method | ESS | max weight |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in report["estimators"]:
+        e = report[name]
+        lo, hi = e.get(f"lower_{pct}"), e.get(f"upper_{pct}")
+        interval = "-" if lo is None or hi is None else f"{lo:.4g} to {hi:.4g}"
+        d = e["diagnostics"]
+        ess = "-" if d.get("ess") is None else f"{d['ess']:,.0f}"
+        wmax = "-" if d.get("max_weight") is None else f"{d['max_weight']:.3g}"
+        star = " (recommended)" if name == report["recommended"] else ""
+        value = "-" if e["value"] is None else f"{e['value']:.4g}"
+        lines.append(
+            f"| {name}{star} | {value} | {interval} | {e['ci_method'] or '-'} | {ess} | {wmax} |"
+        )
+    kl = report.get("kl_to_production")
+    lines += [
+        "",
+        f"KL(candidate || logged policy): {'n/a' if kl is None else f'{kl:.4g} nats'}",
+        "",
+        "## Reading",
+        "",
+        report["reading"],
+        "",
+    ]
+    return "\n".join(lines)
