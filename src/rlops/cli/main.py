@@ -302,6 +302,71 @@ def _decisions(args: argparse.Namespace, decision_log: Any) -> int:
     return 0 if status == "ok" else 1
 
 
+def _cmd_ope(args: argparse.Namespace) -> int:
+    from rlops.evaluation.ope.report import ope_report, render_markdown
+
+    report = ope_report(
+        args.log,
+        args.policy,
+        baseline_value=args.baseline_value,
+        mode=args.mode,
+        gamma=args.gamma,
+        level=args.level,
+        seed=args.seed,
+    )
+    markdown = render_markdown(report)
+    if args.out:
+        out = Path(args.out)
+        _write_json_atomic(out / "ope.json", report)
+        _write_text_atomic(out / "ope.md", markdown)
+        print(f"wrote {out / 'ope.json'} and {out / 'ope.md'}", file=sys.stderr)
+    print(json.dumps(report, indent=2) if args.json else markdown)
+    return 0
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from rlops.evaluation import gates
+
+    spec, digest = gates.load_gate_file(args.gate_file)
+    evidence, sources = gates.load_evidence(args.evidence or [])
+    result = gates.check_gates(
+        spec, evidence, gate_file=str(args.gate_file), gate_sha256=digest, sources=sources
+    )
+    if args.out:
+        _write_json_atomic(Path(args.out), result.to_dict())
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return 0 if result.passed else 1
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from rlops.artifacts import load_policy
     from rlops.evaluation.report import format_table, write_report
@@ -493,6 +558,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="export: the Parquet file to write")
     p.add_argument("--since", metavar="UNIX_S", help="export: only decisions from this time on")
     p.set_defaults(func=_cmd_decisions)
+
+    p = sub.add_parser(
+        "ope", help="off-policy evaluation of a policy on a decision log, with intervals"
+    )
+    p.add_argument("--log", required=True, help="decision log (.sqlite, .jsonl or .parquet)")
+    p.add_argument("--policy", required=True, metavar="ARTIFACT", help="candidate policy")
+    p.add_argument("--baseline-value", type=float, help="today's value, to compare with")
+    p.add_argument(
+        "--mode",
+        choices=["auto", "bandit", "sequential"],
+        default="auto",
+        help="one-step or sequential estimators (default: from the log)",
+    )
+    p.add_argument("--gamma", type=float, default=1.0, help="discount (sequential)")
+    p.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap / model seed")
+    p.add_argument("--out", metavar="DIR", help="also write DIR/ope.json and DIR/ope.md")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    p.set_defaults(func=_cmd_ope)
+
+    p = sub.add_parser(
+        "gate", help="evaluate a promotion gate file on evidence (exit 0 pass, 1 fail)"
+    )
+    p.add_argument("action", choices=["check"], help="check the gates")
+    p.add_argument("gate_file", help="YAML gate file (gates: [LEFT OP RIGHT, ...])")
+    p.add_argument(
+        "--evidence",
+        action="append",
+        metavar="[NAME=]PATH",
+        help="JSON evidence (an rlops ope --json report, a suite report...); repeatable",
+    )
+    p.add_argument("--out", metavar="FILE", help="write the pass/fail record here (JSON)")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.set_defaults(func=_cmd_gate)
+
+    from rlops.cli import offline
+
+    offline.add_parser(sub)
     return parser
 
 
