@@ -25,8 +25,8 @@ demo: $(VENV)/.installed
 	$(BIN)/rlops quickstart
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 
 test: $(VENV)/.installed lint

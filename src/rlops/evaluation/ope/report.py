@@ -163,6 +163,9 @@ def ope_report(
     if recommended not in report:
         recommended = estimates[0].name
     report["recommended"] = recommended
+    # The same estimate under a fixed key, so one gate file serves both modes
+    # (``recommended_estimate.lower_95 >= baseline_value``).
+    report["recommended_estimate"] = report[recommended]
     ess = report[recommended]["diagnostics"].get("ess")
     if ess is None:
         ess = next((e.diagnostics["ess"] for e in estimates if "ess" in e.diagnostics), None)
@@ -240,7 +243,7 @@ def reading(report: dict[str, Any]) -> str:
                 "usually means the reward model or the overlap between the policies is poor; "
                 "trust the intervals less."
             )
-        else:
+        elif not thin:
             parts.append("The estimators agree with each other.")
     own = best["warnings"]
     others = sum(len(report[n]["warnings"]) for n in report["estimators"] if n != name)
