@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -158,6 +159,13 @@ class CQLConfig:
     """Double-Q targets (van Hasselt et al. 2016): online argmax, target value."""
     huber: bool = True
     """Huber (smooth L1) TD loss; false = squared error."""
+    reward_scale: float | None = None
+    """Rewards are multiplied by this before learning. None: ``1 / max(|r|)``
+    over the log, so the Huber threshold (1) and the conservative penalty
+    mean the same whether rewards are in cents or in thousands (on pricing
+    revenue in the tens, unscaled CQL learned a policy 28% below the baseline).
+    The greedy policy does not depend on the scale; the artifact's Q-values are
+    in scaled units."""
     max_grad_norm: float = 10.0
     """Global gradient-norm clipping threshold."""
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -189,6 +197,12 @@ class CQLConfig:
         )
         check(self.max_grad_norm > 0, "cql.max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
         check(0 <= self.epsilon <= 1, "cql.epsilon", f"must be in [0, 1], got {self.epsilon}")
+        check(
+            self.reward_scale is None
+            or (math.isfinite(self.reward_scale) and self.reward_scale > 0),
+            "cql.reward_scale",
+            f"must be a finite value > 0 (or null for automatic), got {self.reward_scale}",
+        )
 
     @property
     def total_steps(self) -> int:

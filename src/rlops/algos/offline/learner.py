@@ -260,7 +260,11 @@ def train_cql(
     stats = obs_norm_stats(t.obs) if config.normalize_obs else None
     obs, next_obs = _tensor(normalize(t.obs, stats)), _tensor(normalize(t.next_obs, stats))
     actions = _tensor(t.actions, torch.int64)
-    rewards = _tensor(t.rewards)
+    scale = config.reward_scale
+    if scale is None:
+        largest = float(np.abs(t.rewards).max()) if t.rewards.size else 0.0
+        scale = 1.0 / largest if largest > 1e-8 else 1.0
+    rewards = _tensor(t.rewards * scale)
     terminated = _tensor(t.terminated, torch.bool)
     masks = None if t.masks is None else _tensor(t.masks, torch.bool)
     next_masks = None if t.next_masks is None else _tensor(t.next_masks, torch.bool)
@@ -319,6 +323,7 @@ def train_cql(
         "losses/conservative": float(out.conservative.detach()),
         "losses/q_mean": float(q_log.mean()),
         "charts/greedy_agrees_with_log": agree,
+        "charts/reward_scale": scale,
     }
     return OfflineResult(
         algo="cql",
