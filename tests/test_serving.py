@@ -651,7 +651,7 @@ def test_rlops_serve_sigterm_mid_load_drains_the_log(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode in (0, -signal.SIGTERM), proc.returncode
+    assert proc.returncode == 0, proc.returncode  # a drained stop is a clean exit
     assert integrity_check(db) == "ok"
     logged = {r.decision_id for r in iter_decisions(db)}
     assert set(ok) <= logged

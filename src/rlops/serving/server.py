@@ -12,6 +12,7 @@ rlops serve: http://127.0.0.1:8000 ...
 from __future__ import annotations
 
 import gc
+import signal
 import socket
 from collections.abc import Callable
 
@@ -122,7 +123,12 @@ def serve(config: ServeConfig, *, announce: Callable[[str], None] | None = None)
     if announce is not None:
         for line in startup_lines(app, url_of(sock)):
             announce(line)
+    # uvicorn re-raises the SIGTERM it handled once the drain is done, which
+    # would end the process "killed by SIGTERM" (exit -15/143). A graceful,
+    # drained stop is a success: absorb that re-raised signal and return.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         build_server(app).run(sockets=[sock])
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
