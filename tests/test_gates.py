@@ -56,7 +56,7 @@ def test_all_checks_pass_and_the_record_keeps_every_number(files: dict[str, Path
         ("edge cases clean", 0.0, 0.0),
         ("kl_to_production <= 0.1", 0.04, 0.1),
     ]
-    assert set(result.evidence) == {"ope", "edge_case_suite"}
+    assert set(result.evidence) == {str(files["ope"]), "edge_case_suite"}
     assert len(result.gate_sha256 or "") == 64
     json.dumps(result.to_dict(), allow_nan=False)
 

@@ -279,7 +279,7 @@ def test_normalize_matches_the_artifact_preprocessing() -> None:
 def test_default_algo_and_discrete_check() -> None:
     rec = BANDIT.records(4, 0)
     assert default_algo(rec) == "bandit-dr"  # one unit, all at step 0: a bandit, not an episode
-    sequential = [replace(r, episode_id="e", step=i) for i, r in enumerate(rec)]
+    sequential = [replace(r, unit_id="u", episode_id="e", step=i) for i, r in enumerate(rec)]
     assert default_algo(sequential) == "cql"
     check_discrete(rec)
     with pytest.raises(DataError, match=r"^action: 1 of 4 record\(s\) have continuous"):

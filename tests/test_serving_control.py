@@ -381,3 +381,83 @@ def test_decisions_export_to_parquet_and_check(
     (tmp_path / "junk.sqlite").write_bytes(b"not sqlite at all" * 100)
     assert main(["decisions", "export", str(tmp_path / "junk.sqlite"), "--out", str(out)]) == 2
     assert pq.read_table(out).num_rows == 25  # the earlier export is untouched
+
+
+class RaisingPolicy(SlowPolicy):
+    """A real policy whose forward always raises."""
+
+    def action_distribution(self, obs: Any, mask: Any = None) -> np.ndarray:
+        raise RuntimeError("injected canary failure")
+
+
+def test_review_regressions_routing_labels_admin_types_and_feedback_repeats(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    guardrail = GuardrailConfig(min_samples=10_000, latency_factor=1000.0)
+    cfg = canary_config(artifacts, tmp_path, canary_share=1.0, guardrail=guardrail)
+    who = {"actor": "ops", "reason": "review"}
+    with Server(cfg) as server:
+        port = server.port
+        assert admin(port, "override", {"unit_id": "pinned", "arm": "production", **who})[0] == 200
+        for units in (["pinned", "free"], ["free", "pinned"]):
+            body = {"requests": [{"observation": CARTPOLE_OBS, "unit_id": u} for u in units]}
+            _, _, answer = request(port, "POST", "/v1/act", body)
+            arms = {u: d["arm"] for u, d in zip(units, answer["decisions"])}
+            assert arms == {"pinned": "override", "free": "canary"}  # each row its own label
+        status, body = admin(port, "kill-switch", {"on": "yes", **who})
+        assert (status, body["error"]["code"]) == (422, "invalid_type")
+        status, body = admin(port, "clear-override", {"unit_id": ["x"], **who})
+        assert status == 422
+        d = act(port, "free")
+        for _ in range(5):  # a retried feedback counts once in the comparison
+            fb = {"decision_id": d["decision_id"], "reward": 1.0}
+            assert request(port, "POST", "/v1/feedback", fb)[0] == 200
+        assert server.service.control.guardrail.check().stats["guardrail/rewards_canary"] == 1
+
+
+def test_a_failing_canary_without_fallback_still_reaches_the_guardrail(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    guardrail = GuardrailConfig(min_requests=20, latency_factor=1000.0)
+    cfg = canary_config(artifacts, tmp_path, canary_share=0.5, guardrail=guardrail)
+    canary = RaisingPolicy(load_policy(artifacts["cartpole_b"]), 0.0)
+    with Server(cfg, canary=canary) as server:
+        statuses = [
+            request(
+                server.port, "POST", "/v1/act", {"observation": CARTPOLE_OBS, "unit_id": f"u{i}"}
+            )[0]
+            for i in range(120)
+        ]
+        assert 503 in statuses and 200 in statuses
+        verdict = server.service.control.guardrail.check()
+        assert verdict.stats["guardrail/error_rate_canary"] == 1.0
+        assert verdict.rollback and verdict.reason.startswith("error_rate")
+
+
+def test_ramping_does_not_erase_a_pending_trip(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    cfg = canary_config(artifacts, tmp_path, canary_share=0.2, guardrail_interval_s=3600.0)
+    app = create_app(cfg)
+    control = app.state.service.control
+    for _ in range(300):
+        control.observe_reward("production", 1.0)
+        control.observe_reward("canary", 0.0)
+    control.set_canary_share(0.5, actor="ops", reason="ramp")
+    assert control.check_guardrail() is not None  # the trip survived the ramp
+    assert control.router.canary_share == 0.0
+
+
+def test_restart_after_a_crash_between_admin_log_and_state_file(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = canary_config(artifacts, tmp_path, fallback_action=0)
+    app = create_app(cfg)
+    app.state.service.control.set_canary_share(0.3, actor="ops", reason="ramp")
+    # The process dies after the admin-log append, before the state file is written.
+    AdminLog(cfg.admin_log_path).append("ops", "kill_switch_on", {}, "incident")
+    control = create_app(cfg).state.service.control
+    assert control.router.kill_switch and control.router.canary_share == 0.3
+    assert control.admin_log.verify() == (True, None)
+    # A persisted kill switch needs a fallback action to serve.
+    no_fallback = canary_config(artifacts, tmp_path, fallback_action=None)
+    with pytest.raises(ConfigError, match="no fallback action is configured"):
+        create_app(no_fallback)

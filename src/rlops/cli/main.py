@@ -21,6 +21,16 @@ from rlops.core.errors import RlopsError
 EXIT_USAGE = 2
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+"""Reports are written through a 0600 temp file; give them the usual mode."""
+
+
 def _packaged_config(name: str) -> str:
     return str(resources.files("rlops") / "configs" / name)
 
@@ -320,7 +330,7 @@ def _cmd_ope(args: argparse.Namespace) -> int:
         _write_json_atomic(out / "ope.json", report)
         _write_text_atomic(out / "ope.md", markdown)
         print(f"wrote {out / 'ope.json'} and {out / 'ope.md'}", file=sys.stderr)
-    print(json.dumps(report, indent=2) if args.json else markdown)
+    print(json.dumps(report, indent=2, allow_nan=False) if args.json else markdown)
     return 0
 
 
@@ -330,8 +340,11 @@ def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -358,9 +371,12 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, allow_nan=False)
             fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -610,6 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except RlopsError as exc:
+        print(f"rlops: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # an output path that is a directory, a full disk ...
         print(f"rlops: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -131,11 +131,17 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
     """
     from rlops.algos.offline.data import check_discrete, default_algo
     from rlops.core.errors import DataError
-    from rlops.evaluation.ope.data import load_decisions, to_bandit, to_episodes
+    from rlops.evaluation.ope.data import load_decisions, split_arms, to_bandit, to_episodes
 
-    records = load_decisions(args.log)
-    if not records:
+    everything = load_decisions(args.log)
+    if not everything:
         raise DataError(f"log: {args.log} holds no decision records")
+    # Fallback and override decisions were not chosen by a policy: not evidence to learn from.
+    records, dropped_arms = split_arms(everything)
+    if dropped_arms:
+        print(f"train-offline: left out {dropped_arms} (not decided by a policy)", file=sys.stderr)
+    if not records:
+        raise DataError(f"arm: all {len(everything)} record(s) are fallback/override decisions")
     check_discrete(records)
     shape = default_algo(records)
     algo = args.algo or shape

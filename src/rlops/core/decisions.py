@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -94,3 +95,33 @@ class DecisionRecord:
             return cls(**data)
         except TypeError as exc:
             raise ConfigError(f"decision record: {exc}") from None
+
+
+def episode_key(record: DecisionRecord) -> str:
+    """The episode a decision belongs to: ``unit_id`` + ``episode_id`` (else the unit alone).
+
+    Episode ids are only unique per unit (every user may have a session "s1"),
+    so the unit is always part of the key.
+
+    >>> r = DecisionRecord(decision_id="d", timestamp=0.0, unit_id="u7", step=0,
+    ...                    observation=[0.0], action=0, propensity=1.0, policy_version="v",
+    ...                    arm="production", episode_id="s1")
+    >>> episode_key(r)
+    'u7/s1'
+    """
+    return record.unit_id if record.episode_id is None else f"{record.unit_id}/{record.episode_id}"
+
+
+def is_sequential(records: Iterable[DecisionRecord]) -> bool:
+    """Whether any episode logs more than one distinct step (else a one-step, bandit log).
+
+    A serving log without episode ids, where each unit's decisions sit at
+    step 0, is a contextual bandit, not one long episode per unit.
+    """
+    steps: dict[str, set[int]] = {}
+    for r in records:
+        seen = steps.setdefault(episode_key(r), set())
+        seen.add(r.step)
+        if len(seen) > 1:
+            return True
+    return False

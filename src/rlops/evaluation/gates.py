@@ -91,7 +91,7 @@ class GateResult:
         checks: each check with the numbers that decided it.
         gate_file: path of the gate file, if read from one.
         gate_sha256: sha256 of the gate file's bytes (or of its canonical JSON).
-        evidence: ``{name: {"path": ..., "sha256": ...}}`` of the evidence files.
+        evidence: ``{name or path: {"path": ..., "sha256": ...}}`` of the evidence files.
         timestamp: unix seconds of the evaluation.
     """
 
@@ -174,7 +174,7 @@ def load_evidence(
             if not isinstance(doc, dict):
                 raise ConfigError(f"evidence: {p} must hold a JSON object to merge without a name")
             _merge(namespace, doc, str(p))
-            sources[p.stem] = {"path": str(p), "sha256": digest}
+            sources[str(p)] = {"path": str(p), "sha256": digest}
     return namespace, sources
 
 
@@ -248,9 +248,13 @@ def _resolve(side: str, evidence: Mapping[str, Any]) -> tuple[float | None, str]
             return None, f"{side} is not in the evidence"
     if isinstance(node, bool) or not isinstance(node, int | float):
         return None, f"{side} is {json.dumps(node)[:60]}, not a number"
-    if not math.isfinite(node):
+    try:
+        value = float(node)
+    except OverflowError:
+        return None, f"{side} is too large to compare"
+    if not math.isfinite(value):
         return None, f"{side} is not finite"
-    return float(node), ""
+    return value, ""
 
 
 def check_gates(

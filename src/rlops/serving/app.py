@@ -22,6 +22,7 @@ would add per-request cost and a second schema language for what
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -52,7 +53,7 @@ from rlops.serving.behaviour import BatchDecision, Behaviour
 from rlops.serving.config import Mode, ServeConfig
 from rlops.serving.control import Conflict, Control
 from rlops.serving.decision_log import DecisionLog
-from rlops.serving.guardrail import GUARDED_ARMS
+from rlops.serving.guardrail import GuardedArm
 from rlops.serving.metrics import ServingMetrics
 from rlops.serving.openapi import openapi_document
 from rlops.serving.routing import RouteReason, ServedArm
@@ -127,6 +128,9 @@ class _Arm:
 
 _SEED_OFFSETS = {"production": 0, "canary": 1, "shadow": 2}
 
+REWARDED_MEMORY = 1_000_000
+"""Decision ids whose feedback reached the guardrail, remembered to ignore repeats."""
+
 SHADOW_BACKLOG_BATCHES = 8
 """The shadow policy is skipped (and counted) while this many full batches wait for it."""
 
@@ -176,6 +180,7 @@ class _Service:
             fallback=self.fallback is not None,
         )
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._rewarded: collections.OrderedDict[str, None] = collections.OrderedDict()
         # Decision ids: 80 random bits per process + a counter. Unique across
         # processes and restarts like a uuid4, without a getrandom() syscall
         # per decision (40-60 us each on some sandboxed kernels).
@@ -278,7 +283,7 @@ class _Service:
             raise ApiError(
                 413, "body_too_large", f"body of {declared.decode()} bytes; at most {limit}"
             )
-        body = b""
+        body = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -289,7 +294,7 @@ class _Service:
             if not message.get("more_body", False):
                 break
         try:
-            return orjson.loads(body)
+            return orjson.loads(bytes(body))
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
 
@@ -349,34 +354,43 @@ class _Service:
             routes = [self.control.route(row.unit_id) for row in rows]
         except ConfigError as exc:
             raise ApiError(422, "invalid_value", str(exc), "unit_id") from None
-        groups: dict[ServedArm, list[int]] = {}
+        # One group per (arm, reason): an override to production is labelled and
+        # guarded differently from an assigned production unit.
+        groups: dict[tuple[ServedArm, RouteReason], list[int]] = {}
         for i, r in enumerate(routes):
-            groups.setdefault(r.arm, []).append(i)
+            groups.setdefault((r.arm, r.reason), []).append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
 
-        async def decide(arm: ServedArm, index: list[int]) -> None:
-            group = [rows[i] for i in index]
-            reason = routes[index[0]].reason
-            decided, triggers = await self._decide(arm, reason, group, deadline)
+        async def decide(key: tuple[ServedArm, RouteReason], index: list[int]) -> None:
+            arm, reason = key
+            guarded = (
+                _guarded(arm)
+                if reason == "assignment" and self.control.canary_version is not None
+                else None
+            )
+            try:
+                decided, triggers = await self._decide(
+                    arm, reason, [rows[i] for i in index], deadline
+                )
+            except ApiError:
+                if guarded is not None:  # no fallback configured: still the arm's error
+                    latency_ms = (time.perf_counter() - start) * 1000.0
+                    self.control.observe_request(guarded, latency_ms, error=True, safety_triggers=0)
+                raise
             for i, d in zip(index, decided):
                 out[i] = d
-            if (
-                arm != "fallback"
-                and reason == "assignment"
-                and self.control.canary_version is not None
-            ):
-                failed = decided[0]["arm"] == "fallback"
+            if guarded is not None:
                 self.control.observe_request(
-                    arm,
+                    guarded,
                     (time.perf_counter() - start) * 1000.0,
-                    error=failed,
+                    error=decided[0]["arm"] == "fallback",
                     safety_triggers=triggers,
                 )
 
         if len(groups) == 1:
             await decide(*next(iter(groups.items())))
         else:
-            await asyncio.gather(*(decide(arm, index) for arm, index in groups.items()))
+            await asyncio.gather(*(decide(key, index) for key, index in groups.items()))
 
         now = time.time()
         shadowed = self.shadow is not None and any(r.shadow for r in routes)
@@ -554,8 +568,13 @@ class _Service:
             raise ApiError(
                 503, "log_backpressure", "the decision log is behind; retry the feedback later"
             )
-        if self.control.canary_version is not None and arm in GUARDED_ARMS:
-            self.control.observe_reward(arm, fb.reward)
+        guarded = _guarded(arm) if self.control.canary_version is not None else None
+        # A retried or repeated feedback must not count twice in the comparison.
+        if guarded is not None and fb.decision_id not in self._rewarded:
+            self._rewarded[fb.decision_id] = None
+            if len(self._rewarded) > REWARDED_MEMORY:
+                self._rewarded.popitem(last=False)
+            self.control.observe_reward(guarded, fb.reward)
         return {"decision_id": fb.decision_id, "status": "accepted"}, "none"
 
     async def policies(self, request: Request) -> Response:
@@ -764,6 +783,8 @@ class _Service:
         }
         try:
             params = await asyncio.to_thread(calls[action])
+        except ApiError:
+            raise
         except Conflict as exc:
             raise ApiError(409, "conflict", str(exc)) from None
         except ConfigError as exc:
@@ -773,6 +794,15 @@ class _Service:
             raise ApiError(503, "admin_log_unavailable", str(exc)) from None
         log.warning("admin %s by %s (%s): %s", action, actor, reason, params)
         return {"action": action, "applied": params, "routing": c.router.state_dict()}, "none"
+
+
+def _guarded(arm: str) -> GuardedArm | None:
+    """The guardrail's name for an arm it compares (production, canary), else None."""
+    if arm == "production":
+        return "production"
+    if arm == "canary":
+        return "canary"
+    return None
 
 
 def _flag(body: dict[str, Any], key: str) -> bool:

@@ -213,6 +213,7 @@ class MicroBatcher:
                 try:
                     decision = await asyncio.wait_for(asyncio.shield(call), budget)
                 except TimeoutError:
+                    call.cancel()  # still queued behind a slow forward: drop it
                     message = f"policy took longer than {budget:.3g} s"
                     self._fail(batch, PolicyTimeout(message))
                     return

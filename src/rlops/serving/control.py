@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from rlops.core.errors import ConfigError, RlopsError
-from rlops.serving.admin import AdminAction, AdminLog
+from rlops.serving.admin import AdminAction, AdminEntry, AdminLog
 from rlops.serving.config import ServeConfig
 from rlops.serving.guardrail import GuardedArm, Guardrail, Verdict
 from rlops.serving.routing import Route, Router, ServedArm
@@ -145,8 +145,9 @@ class Control:
         self._check_share(share, "share")
         with self._lock:
             previous = self.router.canary_share
-            # Raising the share after a rollback starts a new comparison.
-            reset = share > 0.0 and self.guardrail.check().rollback
+            # Raising the share after a rollback starts a new comparison. A trip the
+            # watcher has not acted on yet is not reset: it rolls back on its next check.
+            reset = share > 0.0 and previous == 0.0 and self._last_rollback is not None
             params = {"share": float(share), "previous": previous, "guardrail_reset": reset}
             self._log(actor, "set_canary_share", params, reason)
             if reset:
@@ -204,10 +205,12 @@ class Control:
 
     def clear_override(self, unit_id: str, *, actor: str, reason: str) -> dict[str, Any]:
         """Remove one unit's override (it follows the split again)."""
-        if unit_id not in self.router.overrides():
-            raise Conflict(f"unit_id {unit_id!r} has no override")
+        if not isinstance(unit_id, str) or not unit_id:
+            raise ConfigError(f"unit_id: must be a non-empty string, got {unit_id!r}")
         params = {"unit_id": unit_id}
         with self._lock:
+            if unit_id not in self.router.overrides():
+                raise Conflict(f"unit_id {unit_id!r} has no override")
             self._log(actor, "clear_override", params, reason)
             self.router.clear_override(unit_id)
             self._save()
@@ -298,6 +301,44 @@ class Control:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def _entries_after(self, head: tuple[int, str]) -> list[AdminEntry]:
+        """Entries appended after ``head`` when the log still holds ``head`` intact.
+
+        A crash between an admin-log append and the state-file write leaves the
+        log one entry ahead: that is not tampering, and the entry is replayed.
+        """
+        ok, _ = self.admin_log.verify(expected_head=self.admin_log.head)
+        entries = self.admin_log.entries()
+        seq, digest = head
+        if not ok or len(entries) <= seq:
+            return []
+        if seq > 0 and entries[seq - 1].hash != digest:
+            return []
+        return entries[seq:]
+
+    def _replay(self, entries: list[AdminEntry], *, routing: bool) -> None:
+        """Apply admin-log entries the state file missed (see :meth:`_entries_after`)."""
+        for e in entries:
+            p = e.params
+            if not routing:
+                continue
+            if e.action == "set_canary_share" and self.canary_version is not None:
+                self.router.set_canary_share(p["share"])
+            elif e.action == "rollback":
+                self.router.rollback()
+                self.rollbacks += 1
+                self._last_rollback = e.reason
+            elif e.action in ("enable_shadow", "disable_shadow"):
+                self.router.set_shadow(e.action == "enable_shadow", p.get("share"))
+            elif e.action == "override_unit":
+                self.router.set_override(p["unit_id"], p["arm"])
+            elif e.action == "clear_override":
+                self.router.clear_override(p["unit_id"])
+            elif e.action in ("kill_switch_on", "kill_switch_off"):
+                self.router.set_kill_switch(e.action == "kill_switch_on")
+        if entries:
+            self._save()
+
     def _load(self) -> None:
         path = self.state_path
         if not path.exists():
@@ -323,6 +364,10 @@ class Control:
                 f"state_file: {path} has format {fmt!r}; this rlops reads {STATE_FORMAT}"
             )
         ok, bad = self.admin_log.verify(expected_head=expected)
+        ahead: list[AdminEntry] = []
+        if not ok:
+            ahead = self._entries_after(expected)
+            ok = bool(ahead)
         if not ok:
             raise ConfigError(
                 f"admin_log: {self.admin_log.path} does not end where {path} says it did "
@@ -331,6 +376,7 @@ class Control:
             )
         if state.get("canary_version") != self.canary_version:
             self.restored = None  # a different canary: start from the configured split
+            self._replay(ahead, routing=False)
             return
         self.router.load_state_dict(state["router"])
         self.rollbacks = int(state.get("rollbacks", 0))
@@ -342,6 +388,15 @@ class Control:
                 self.guardrail.load_state_dict(state["guardrail"])
             except ConfigError:
                 self.guardrail.reset()  # recorded under another guardrail config
+        self._replay(ahead, routing=True)
+        routing = self.router.state_dict()
+        needs_fallback = routing["kill_switch"] or "fallback" in routing["overrides"].values()
+        if needs_fallback and not self.fallback:
+            raise ConfigError(
+                f"state_file: {path} has the kill switch on or units pinned to the fallback, "
+                "but no fallback action is configured; start with --fallback-action, or "
+                "start once with it and release them through the admin API"
+            )
         share = self.router.canary_share
         self.restored = f"routing restored from {path} (canary share {share:g}" + (
             f", rolled back: {self._last_rollback})" if self._last_rollback else ")"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import uvicorn
 
-from rlops.core.errors import ConfigError
+from rlops.core.errors import ConfigError, RlopsError
 from rlops.serving.app import ServingApp, create_app
 from rlops.serving.config import ServeConfig
 
@@ -127,8 +127,11 @@ def serve(config: ServeConfig, *, announce: Callable[[str], None] | None = None)
     # would end the process "killed by SIGTERM" (exit -15/143). A graceful,
     # drained stop is a success: absorb that re-raised signal and return.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server = build_server(app)
     try:
-        build_server(app).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
         sock.close()
+    if not server.started:
+        raise RlopsError("serve: the app failed to start; see the error above")

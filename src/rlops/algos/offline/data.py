@@ -11,14 +11,13 @@ Everything here is numpy: pure functions with known answers.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from rlops.core.decisions import DecisionRecord
+from rlops.core.decisions import DecisionRecord, is_sequential
 from rlops.core.errors import DataError
 
 OBS_NORM_EPSILON = 1e-8
@@ -212,8 +211,8 @@ def check_discrete(records: Sequence[DecisionRecord]) -> None:
 def default_algo(records: Sequence[DecisionRecord]) -> Literal["bandit-dr", "cql"]:
     """``"bandit-dr"`` for a one-step log, ``"cql"`` for a sequential one.
 
-    A log is one-step when no episode (``episode_id``, else ``unit_id``, as
-    ``to_episodes`` groups them) logs more than one distinct ``step``: a
+    A log is one-step when no episode (:func:`rlops.core.decisions.episode_key`,
+    as ``to_episodes`` groups them) logs more than one distinct ``step``: a
     serving log without episode ids, where a unit's decisions all sit at
     step 0, is a contextual bandit, not one long episode.
 
@@ -224,7 +223,4 @@ def default_algo(records: Sequence[DecisionRecord]) -> Literal["bandit-dr", "cql
     >>> default_algo([rec("a", 0), rec("b", 0)]), default_algo([rec("a", 0), rec("a", 1)])
     ('bandit-dr', 'cql')
     """
-    steps: dict[str, set[int]] = defaultdict(set)
-    for r in records:
-        steps[r.episode_id or r.unit_id].add(r.step)
-    return "cql" if any(len(s) > 1 for s in steps.values()) else "bandit-dr"
+    return "cql" if is_sequential(records) else "bandit-dr"

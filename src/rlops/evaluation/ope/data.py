@@ -7,7 +7,7 @@ Parquet exports (``rlops decisions export``). Then:
 
 * :func:`to_bandit` -> :class:`BanditData` (one decision = one sample, for the
   one-step estimators and contextual-bandit learning);
-* :func:`to_episodes` -> :class:`EpisodeData` (decisions grouped by
+* :func:`to_episodes` -> :class:`EpisodeData` (decisions grouped by unit and
   ``episode_id`` and ordered by ``step``, padded to ``[E, T]``, for the
   sequential estimators and offline RL).
 
@@ -28,6 +28,7 @@ logged and shifted by ``action_start`` here.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -37,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from rlops.core.decisions import DecisionRecord
+from rlops.core.decisions import DecisionRecord, episode_key
 from rlops.core.errors import DataError
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "EpisodeData",
     "load_decisions",
     "policy_distributions",
+    "split_arms",
     "to_bandit",
     "to_episodes",
 ]
@@ -104,6 +106,8 @@ class EpisodeData:
         episode_ids: ``[E]`` ids (``episode_id``, else ``unit_id``).
         dropped_no_reward: records skipped because no reward was joined (their
             episodes are dropped whole: a return with a hole is not a return).
+        dropped_incomplete: records of episodes whose steps do not run 0, 1, ...
+            without a gap (cut by an export window, or rows missing), dropped whole.
     """
 
     observations: np.ndarray
@@ -117,6 +121,7 @@ class EpisodeData:
     behaviour: np.ndarray | None = None
     episode_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     dropped_no_reward: int = 0
+    dropped_incomplete: int = 0
 
     @property
     def n_episodes(self) -> int:
@@ -220,15 +225,58 @@ def _check(records: Sequence[DecisionRecord], n_actions: int, action_start: int)
             f"action: {outside} record(s) have an action outside the {n_actions} actions "
             f"starting at {action_start}"
         )
-    sizes = {len(r.observation) for r in records}
-    if len(sizes) > 1:
+    sizes = {len(r.observation) if isinstance(r.observation, list) else -1 for r in records}
+    if len(sizes) > 1 or -1 in sizes:
         raise DataError(f"observation: records have different sizes {sorted(sizes)}")
+    bad_obs = sum(not all(_finite_number(v) for v in r.observation) for r in records)
+    if bad_obs:
+        raise DataError(f"observation: {bad_obs} record(s) hold values that are not finite numbers")
+    bad_reward = sum(r.reward is not None and not _finite_number(r.reward) for r in records)
+    if bad_reward:
+        raise DataError(f"reward: {bad_reward} record(s) have a reward that is not a finite number")
+    bad_step = sum(isinstance(r.step, bool) or not isinstance(r.step, int) or r.step < 0
+                   for r in records)  # fmt: skip
+    if bad_step:
+        raise DataError(f"step: {bad_step} record(s) have a step that is not an integer >= 0")
+    for name in ("action_mask", "action_distribution"):
+        wrong = sum(
+            getattr(r, name) is not None
+            and (not isinstance(getattr(r, name), list) or len(getattr(r, name)) != n_actions)
+            for r in records
+        )
+        if wrong:
+            raise DataError(f"{name}: {wrong} record(s) do not have exactly {n_actions} entries")
     masked_out = sum(
         r.action_mask is not None and not r.action_mask[int(r.action) - action_start]  # type: ignore[arg-type]
         for r in records
     )
     if masked_out:
         raise DataError(f"action_mask: {masked_out} record(s) took an action their mask excluded")
+
+
+def _finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+UNUSABLE_ARMS = ("fallback", "override")
+"""Arms whose decisions are left out of evaluation and learning by default: the
+fallback action and operator overrides are deterministic (propensity 1, no
+support on other actions) and were not chosen by a policy being learned from,
+so per-record importance weighting over them is biased."""
+
+
+def split_arms(
+    records: Iterable[DecisionRecord], exclude: Sequence[str] = UNUSABLE_ARMS
+) -> tuple[list[DecisionRecord], dict[str, int]]:
+    """``(records whose arm is not in exclude, {excluded arm: count})``."""
+    kept: list[DecisionRecord] = []
+    dropped: dict[str, int] = {}
+    for r in records:
+        if r.arm in exclude:
+            dropped[r.arm] = dropped.get(r.arm, 0) + 1
+        else:
+            kept.append(r)
+    return kept, dict(sorted(dropped.items()))
 
 
 def to_bandit(
@@ -291,20 +339,29 @@ def to_episodes(
     k = _infer_actions(all_records, n_actions)
     groups: dict[str, list[DecisionRecord]] = defaultdict(list)
     for r in all_records:
-        groups[r.episode_id or r.unit_id].append(r)
-    episodes, dropped = [], 0
+        groups[episode_key(r)].append(r)
+    episodes, dropped, incomplete = [], 0, 0
     for key, group in groups.items():
         if any(r.reward is None for r in group):
             dropped += len(group)
             continue
-        group.sort(key=lambda r: r.step)
+        try:
+            group.sort(key=lambda r: r.step)
+        except TypeError:
+            raise DataError(f"step: episode {key!r} has a step that is not an integer") from None
         steps = [r.step for r in group]
         if len(set(steps)) != len(steps):
             raise DataError(f"step: episode {key!r} logs the same step twice")
+        if steps != list(range(len(steps))):
+            # Cut by an export window or missing rows: not an episode from its start.
+            incomplete += len(group)
+            continue
         episodes.append((key, group))
     if not episodes:
         raise DataError(
-            f"reward: no episode of the {len(groups)} has rewards for all its decisions"
+            f"reward: no episode of the {len(groups)} is complete (rewards for all its "
+            f"decisions, steps 0, 1, ... without gaps); {dropped} decision(s) lack a reward, "
+            f"{incomplete} sit in episodes with missing steps"
         )
     flat = [r for _, g in episodes for r in g]
     _check(flat, k, action_start)
@@ -341,6 +398,7 @@ def to_episodes(
         behaviour=behaviour,
         episode_ids=np.array([key for key, _ in episodes], dtype=object),
         dropped_no_reward=dropped,
+        dropped_incomplete=incomplete,
     )
 
 

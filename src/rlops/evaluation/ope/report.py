@@ -27,10 +27,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rlops.core.decisions import is_sequential
 from rlops.core.errors import ConfigError, DataError
 from rlops.evaluation.ope.data import (
     load_decisions,
     policy_distributions,
+    split_arms,
     to_bandit,
     to_episodes,
 )
@@ -39,6 +41,10 @@ from rlops.evaluation.ope.estimate import Estimate
 __all__ = ["kl_divergence", "ope_report", "reading", "render_markdown"]
 
 Mode = Literal["auto", "bandit", "sequential"]
+PRODUCTION_ARMS = ("production", "simulation")
+"""Rows that show what today's policy does: ``logged_value`` and ``kl_to_production``
+are computed on them (canary rows are still evidence for the estimators)."""
+
 THIN_ESS = 100
 THIN_ESS_SHARE = 0.05
 """Below ``max(THIN_ESS, THIN_ESS_SHARE * n)`` effective samples the reading
@@ -107,23 +113,29 @@ def ope_report(
         raise ConfigError(f"level: must be in [0.5, 1), got {level}")
     if not 0.0 < gamma <= 1.0:
         raise ConfigError(f"gamma: must be in (0, 1], got {gamma}")
+    if baseline_value is not None and not math.isfinite(baseline_value):
+        raise ConfigError(f"baseline_value: must be a finite number, got {baseline_value}")
     log_path, policy_path = Path(log), Path(policy)
-    records = load_decisions(log_path)
+    all_records = load_decisions(log_path)
+    # Fallback and override rows were not chosen by a policy (propensity 1, no
+    # support elsewhere): weighting them would bias IPS-type estimates.
+    records, dropped_arms = split_arms(all_records)
+    if not records:
+        raise DataError(
+            f"arm: all {len(all_records)} record(s) are fallback/override decisions "
+            f"({dropped_arms}); nothing was decided by a policy"
+        )
     candidate = rlops.load_policy(policy_path)
     if not candidate.discrete:
         raise DataError("policy: off-policy evaluation here needs a discrete-action policy")
     start = int(getattr(candidate.action_space, "start", 0))
     n_actions = int(candidate.action_space.n)  # type: ignore[attr-defined]
     if mode == "auto":
-        lengths: dict[str, int] = {}
-        for r in records:
-            key = r.episode_id or r.unit_id
-            lengths[key] = lengths.get(key, 0) + 1
-        one_step = all(r.episode_id is None for r in records) or max(lengths.values()) == 1
-        mode = "bandit" if one_step else "sequential"
+        mode = "sequential" if is_sequential(records) else "bandit"
     report: dict[str, Any] = {
         "mode": mode,
-        "log": {"path": str(log_path), "sha256": _sha256(log_path), "records": len(records)},
+        "log": {"path": str(log_path), "sha256": _sha256(log_path), "records": len(all_records)},
+        "dropped_arms": dropped_arms,
         "policy": {"path": str(policy_path), "version": candidate.version},
         "level": level,
         "baseline_value": baseline_value,
@@ -137,8 +149,13 @@ def ope_report(
         estimates = evaluate_bandit(data, target, level=level, seed=seed)
         report["decisions"] = data.n
         report["dropped_no_reward"] = data.dropped_no_reward
-        report["logged_value"] = float(data.rewards.mean())
-        behaviour, valid = data.behaviour, None
+        production = np.isin(data.arms, PRODUCTION_ARMS) if data.arms.size else None
+        if production is None or not production.any():
+            production = np.ones(data.n, dtype=bool)
+        report["logged_value"] = float(data.rewards[production].mean())
+        kl = None
+        if data.behaviour is not None:
+            kl = kl_divergence(target[production], data.behaviour[production])
         versions = sorted(set(data.policy_versions.tolist()))
     else:
         from rlops.evaluation.ope.sequential import evaluate_sequential
@@ -152,8 +169,13 @@ def ope_report(
         report["decisions"] = int(episodes.valid.sum())
         report["dropped_no_reward"] = episodes.dropped_no_reward
         report["gamma"] = gamma
+        report["dropped_incomplete"] = episodes.dropped_incomplete
         report["logged_value"] = float(returns.mean())
-        behaviour, valid = episodes.behaviour, episodes.valid
+        kl = None
+        # KL against production needs every row to come from production (the
+        # episode arrays do not keep arms): a log with canary rows reports none.
+        if episodes.behaviour is not None and all(r.arm in PRODUCTION_ARMS for r in records):
+            kl = kl_divergence(target, episodes.behaviour, episodes.valid)
         versions = sorted({r.policy_version for r in records})
     report["logging_policies"] = versions
     report["estimators"] = [e.name for e in estimates]
@@ -170,11 +192,7 @@ def ope_report(
     if ess is None:
         ess = next((e.diagnostics["ess"] for e in estimates if "ess" in e.diagnostics), None)
     report["ess"] = ess
-    if behaviour is not None:
-        kl = kl_divergence(target, behaviour, valid)
-        report["kl_to_production"] = kl if math.isfinite(kl) else None
-    else:
-        report["kl_to_production"] = None
+    report["kl_to_production"] = kl if kl is not None and math.isfinite(kl) else None
     report["reading"] = reading(report)
     return report
 
