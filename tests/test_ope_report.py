@@ -184,3 +184,44 @@ def test_sequential_report_on_a_recording(artifacts: dict[str, Path], tmp_path: 
     on_policy = ope_report(str(log), str(artifacts["cartpole_b"]))
     # Evaluating the logging policy itself: PDIS is the logged mean return exactly.
     assert on_policy["pdis"]["value"] == pytest.approx(on_policy["logged_value"], rel=1e-9)
+
+
+def test_review_regressions_arms_episode_keys_gaps_and_malformed_records(
+    bandit_case: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rlops.evaluation.ope.data import load_decisions, to_episodes
+
+    log = Path(str(bandit_case["log"]))
+    lines = log.read_text().splitlines()
+    fallback = {
+        **json.loads(lines[0]),
+        "decision_id": "fb",
+        "arm": "fallback",
+        "action": 0,
+        "propensity": 1.0,
+        "action_distribution": [1.0, 0.0, 0.0, 0.0],
+    }
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join([*lines, json.dumps(fallback)]) + "\n")
+    report = ope_report(str(mixed), str(bandit_case["candidate"]))
+    assert report["dropped_arms"] == {"fallback": 1} and report["decisions"] == 4000
+    assert report["kl_to_production"] is not None  # one fallback row no longer voids it
+
+    # Every user has a session "s1": episodes are per unit, and must start at step 0.
+    records = [
+        json.loads(line) | {"unit_id": f"user-{i // 2}", "episode_id": "s1", "step": i % 2}
+        for i, line in enumerate(lines[:20])
+    ]
+    records.append(records[0] | {"decision_id": "late", "unit_id": "cut", "step": 3})
+    seq = tmp_path / "seq.jsonl"
+    seq.write_text("".join(json.dumps(r) + "\n" for r in records))
+    episodes = to_episodes(load_decisions(seq), n_actions=4)
+    assert episodes.n_episodes == 10 and episodes.dropped_incomplete == 1
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(json.loads(lines[0]) | {"action_mask": [True, True, True]}) + "\n")
+    assert main(["ope", "--log", str(bad), "--policy", str(bandit_case["candidate"])]) == 2
+    assert "action_mask: 1 record(s) do not have exactly 4 entries" in capsys.readouterr().err
+    argv = ["ope", "--log", str(log), "--policy", str(bandit_case["candidate"])]
+    assert main([*argv, "--baseline-value", "nan"]) == 2
+    assert "baseline_value: must be a finite number" in capsys.readouterr().err
