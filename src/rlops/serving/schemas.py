@@ -199,6 +199,36 @@ def parse_act_row(data: Any, spec: InputSpec, where: str) -> ActRow:
     raw = data["observation"]
     if not isinstance(raw, list):
         raise invalid("invalid_type", "observation must be a JSON array of numbers", field)
+    if len(spec.obs_shape) == 1 and _flat_finite(raw, spec.obs_shape[0]):
+        obs = np.array(raw, dtype=np.float32)  # the common case, about 3x cheaper
+    else:
+        obs = _observation(raw, spec, field)
+    unit_id = _string(data, "unit_id", where, required=True)
+    assert unit_id is not None
+    episode_id = _string(data, "episode_id", where, required=False)
+    step = data.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        raise invalid(
+            "invalid_type", f"step must be an integer in [0, {MAX_STEP}]", _join(where, "step")
+        )
+    context = _object(data, "context", where)
+    mask = _mask(data.get("action_mask"), spec, _join(where, "action_mask"))
+    return ActRow(obs, unit_id, episode_id, step, mask, context)
+
+
+def _flat_finite(raw: list[Any], size: int) -> bool:
+    """True when ``raw`` is ``size`` plain JSON numbers within float32 range."""
+    if len(raw) != size:
+        return False
+    for v in raw:
+        t = type(v)
+        if (t is not float and t is not int) or not -_FLOAT32_MAX <= v <= _FLOAT32_MAX:
+            return False  # NaN fails the comparison; the full path names the problem
+    return True
+
+
+def _observation(raw: list[Any], spec: InputSpec, field: str) -> np.ndarray:
+    """The general path: any nesting, flattened input, each refusal named."""
     _numbers(raw, field)
     try:
         obs64 = np.array(raw, dtype=np.float64)
@@ -221,17 +251,7 @@ def parse_act_row(data: Any, spec: InputSpec, where: str) -> ActRow:
             "non_finite", "observation must be finite (no NaN/Inf, within float32 range)", field
         )
     obs = obs64.astype(np.float32)
-    unit_id = _string(data, "unit_id", where, required=True)
-    assert unit_id is not None
-    episode_id = _string(data, "episode_id", where, required=False)
-    step = data.get("step", 0)
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
-        raise invalid(
-            "invalid_type", f"step must be an integer in [0, {MAX_STEP}]", _join(where, "step")
-        )
-    context = _object(data, "context", where)
-    mask = _mask(data.get("action_mask"), spec, _join(where, "action_mask"))
-    return ActRow(obs, unit_id, episode_id, step, mask, context)
+    return obs
 
 
 def _mask(value: Any, spec: InputSpec, field: str) -> np.ndarray | None:

@@ -15,6 +15,7 @@ import gc
 import signal
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
@@ -66,6 +67,15 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _http_protocol() -> Any:
+    """httptools with one ``send()`` per response when installed, else uvicorn's default."""
+    try:
+        from rlops.serving._transport import CoalescingHttpToolsProtocol
+    except ImportError:  # httptools missing: uvicorn falls back to h11
+        return "auto"
+    return CoalescingHttpToolsProtocol
+
+
 def build_server(app: ServingApp, *, log_level: str = "warning") -> uvicorn.Server:
     """A uvicorn server for ``app``: lifespan on, no access log (the decision log is the record)."""
     config = uvicorn.Config(
@@ -76,6 +86,7 @@ def build_server(app: ServingApp, *, log_level: str = "warning") -> uvicorn.Serv
         proxy_headers=False,  # X-Forwarded-* are not used; skipping them saves per-request work
         server_header=False,
         timeout_graceful_shutdown=DRAIN_TIMEOUT_S,
+        http=_http_protocol(),
     )
     return uvicorn.Server(config)
 
