@@ -485,6 +485,13 @@ def test_quickstart_smoke_with_a_tiny_budget(workdir: Path) -> None:
         assert data["overall"]["all"]["optimum_mean_return"] > 0
         assert (report / "report.md").is_file() and (report / "returns.png").is_file()
     assert (workdir / "qs" / "artifact" / "policy.json").is_file()
+    # It ends in the registry: pricing@1 at candidate, its reports recorded as evidence.
+    assert "registered pricing@1" in out and "promote pricing 1 --to production" in out
+    show = run_rlops("registry", "show", "pricing@candidate", cwd=workdir)
+    assert show.returncode == 0, show.stderr
+    shown = json.loads(show.stdout)
+    assert shown["aliases"] == ["candidate"] and set(shown["evidence"]) == {"holdout", "edge"}
+    assert shown["lineage"]["complete"] is True
 
 
 def test_evaluate_unknown_suite_and_baseline(workdir: Path) -> None:

@@ -422,12 +422,62 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         f"myopic: {100 * holdout['myopic_mean_return'] / holdout['optimum_mean_return']:.1f}%)."
     )
     rlops_cmd = _tool("rlops")
+    registered = _register_quickstart(
+        result.run_dir, {n: p["json"] for n, (_, p) in reports.items()}
+    )
     print("\nnext steps:")
+    for line in registered:
+        print(f"  {line}")
     print(f"  {rlops_cmd} evaluate {result.artifact_path} --suite pricing-edge --json")
     print(f"  {rlops_cmd} suites                                   # all evaluation suites")
     print(f"  {rlops_cmd} train configs/content_feed_ppo.yaml      # content selection")
     print(f"  {rlops_cmd} train configs/cartpole_ppo.yaml --backend process --num-actors 2")
     return 0
+
+
+def _register_quickstart(run_dir: Path, reports: dict[str, Path]) -> list[str]:
+    """Register the quickstart policy as ``pricing`` at alias ``candidate``, with its
+    evaluation reports as evidence; returns the commands a person would run next.
+
+    The identity is ``$RLOPS_USER`` (or ``registry.user``), else the login name:
+    on an empty registry that person becomes its first admin and an author, so
+    the demo works on a fresh machine. Anyone else without the author role gets
+    the commands to ask for it instead of an error.
+    """
+    import getpass
+
+    from rlops.core.errors import PermissionDenied
+    from rlops.registry import Registry, load_settings
+
+    settings = load_settings()
+    user = settings.user or getpass.getuser()
+    reg = Registry.open(settings.with_user(user))
+    try:
+        if not reg.members():
+            reg.init(user)
+            reg.grant(user, "author", "quickstart: first user of a fresh registry")
+        evidence = [(name.replace("pricing-", ""), path) for name, path in reports.items()]
+        try:
+            version = reg.register("pricing", run_dir, evidence_files=evidence)
+        except PermissionDenied as exc:
+            print(f"\nregistry: not registered ({exc})")
+            return [f"rlops registry register pricing {run_dir} --as AN_AUTHOR"]
+        reg.request_promotion(
+            "pricing", version.number, "candidate", reason="quickstart: trained and evaluated"
+        )
+    finally:
+        reg.close()
+    print(
+        f"\nregistered {version.ref} ({version.content_hash[:23]}…) at alias candidate in "
+        f"{settings.url}, with the holdout and edge-case reports as evidence"
+    )
+    rlops_cmd = _tool("rlops")
+    return [
+        f"{rlops_cmd} registry show pricing@candidate             # lineage and evidence",
+        f"{rlops_cmd} promote pricing {version.number} --to production --reason '...'"
+        "   # then someone else: rlops approve ID",
+        f"{rlops_cmd} audit log --policy pricing",
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -612,6 +662,10 @@ def build_parser() -> argparse.ArgumentParser:
     from rlops.cli import offline
 
     offline.add_parser(sub)
+
+    from rlops.cli import registry
+
+    registry.add_parsers(sub)
     return parser
 
 

@@ -9,7 +9,8 @@ Reads the log (SQLite serving log, JSONL recording or Parquet export), picks
 ``bandit-dr`` for one-step logs and ``cql`` for sequential ones unless
 ``--algo`` says otherwise, trains, and writes a normal policy artifact to
 ``<out>/artifact`` (``rlops serve <out>/artifact`` serves it) with
-``metrics.jsonl`` and ``summary.json`` beside it. Bad input raises an
+``metrics.jsonl``, ``summary.json`` and ``lineage.json`` (code, settings, seed,
+the log's sha256: :mod:`rlops.runtime.lineage`) beside it. Bad input raises an
 :class:`~rlops.core.errors.RlopsError` (the CLI prints it and exits 2).
 """
 
@@ -122,6 +123,44 @@ def _config(algo: str, args: argparse.Namespace) -> Any:
     return BanditConfig(objective="ips" if algo == "bandit-ips" else "dr", **given)
 
 
+def _write_run_lineage(
+    out: Path, algo: str, config: Any, args: argparse.Namespace, log: dict[str, Any]
+) -> None:
+    """``OUT/lineage.json``: code, learner config, seed and the decision log's hashes.
+
+    ``config`` there is this run's settings as YAML (train-offline has no
+    config.yaml): ``algo``, ``seed``, the log reading flags and every
+    hyperparameter, defaults included. The log's entry in ``data`` carries
+    ``records_sha256`` beside the file hash: a SQLite log in WAL mode can
+    change bytes without changing records.
+    """
+    import yaml
+
+    from rlops.core.config import to_mapping
+    from rlops.runtime.lineage import collect_lineage, write_lineage
+
+    settings = {
+        "algo": algo,
+        "seed": args.seed,
+        "n_actions": args.n_actions,
+        "action_start": args.action_start,
+        "hyperparameters": to_mapping(config),
+    }
+    lineage = collect_lineage(
+        yaml.safe_dump(settings, sort_keys=False),
+        seed=args.seed,
+        env_id=None,
+        env_kwargs={},
+        backend="inline",
+        algo=algo,
+        kind="offline",
+        data=[args.log],
+    )
+    lineage["data"][0]["records"] = int(log["records"])
+    lineage["data"][0]["records_sha256"] = str(log["records_sha256"])
+    write_lineage(out, lineage)
+
+
 def cmd_train_offline(args: argparse.Namespace) -> int:
     """Handle ``rlops train-offline``; returns the exit code.
 
@@ -164,7 +203,9 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
     from rlops.observability import ConsoleSink, JsonlSink, MultiLogger
     from rlops.observability.logger import MetricSink
 
+    lineage = log_lineage(args.log, records, used=used, dropped_no_reward=data.dropped_no_reward)
     out.mkdir(parents=True, exist_ok=True)
+    _write_run_lineage(out, algo, config, args, lineage["log"])
     (out / "metrics.jsonl").unlink(missing_ok=True)  # a new run, not a continuation
     sinks: list[MetricSink] = [JsonlSink(out / "metrics.jsonl")]
     if not args.no_progress:
@@ -176,7 +217,6 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
             result = train_cql(data, config, seed=args.seed, logger=logger)
         else:
             result = train_bandit(data, config, seed=args.seed, logger=logger)
-    lineage = log_lineage(args.log, records, used=used, dropped_no_reward=data.dropped_no_reward)
     artifact = out / ARTIFACT_DIR
     version = save_offline_policy(artifact, result, action_start=args.action_start, lineage=lineage)
     summary = {

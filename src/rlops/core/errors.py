@@ -56,3 +56,20 @@ class DataError(RlopsError):
     feedback an estimator needs; the message names the field and how many
     records are affected.
     """
+
+
+class RegistryError(RlopsError):
+    """A registry call cannot be carried out: an unknown policy, version, alias
+    or request, a refused source path, a hash mismatch, or a database that is
+    locked or unreachable. Nothing was written (every mutation is one
+    transaction)."""
+
+
+class PermissionDenied(RegistryError):
+    """The acting identity lacks the role a registry action needs, or the action
+    would break separation of duties (approving one's own request)."""
+
+
+class Conflict(RegistryError):
+    """Another change won a race: the alias moved, or a request for the same
+    alias is already pending. Re-read the state and decide again."""

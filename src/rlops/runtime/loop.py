@@ -47,6 +47,7 @@ from rlops.runtime.agents import build_agent, make_training_env
 from rlops.runtime.checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
 from rlops.runtime.config import ExperimentConfig, config_from_dict, load_config
 from rlops.runtime.fleet import Fleet, InlineFleet, concat_fragments
+from rlops.runtime.lineage import collect_lineage, record_resume, write_lineage
 
 ARTIFACT_DIR = "artifact"
 
@@ -73,7 +74,8 @@ class RunResult:
     """What :func:`train` returns.
 
     Attributes:
-        run_dir: the run directory (config.yaml, metrics.jsonl, checkpoints/, artifact/).
+        run_dir: the run directory (config.yaml, lineage.json, metrics.jsonl, checkpoints/,
+            artifact/).
         artifact_path: the policy artifact directory.
         version: the artifact's content hash (its version id).
         env_steps: environment steps trained.
@@ -275,6 +277,10 @@ def train(
 ) -> RunResult:
     """Train a policy and write its artifact.
 
+    A fresh run first writes ``config.yaml`` and ``lineage.json`` (code, config,
+    seed, env and package versions: :mod:`rlops.runtime.lineage`) to its run
+    directory; a resumed run keeps both and appends the resume to the lineage.
+
     Args:
         config: the experiment, or the path of a YAML config file; ignored when
             ``resume`` is given (the run's own ``config.yaml`` is used). None
@@ -301,17 +307,38 @@ def train(
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"--resume {run_dir}: not a run directory (no config.yaml)")
         config = config_from_dict(load_yaml(str(run_dir / "config.yaml")))
+        config_bytes = (run_dir / "config.yaml").read_bytes()
     else:
         if isinstance(config, str | os.PathLike):
             config = load_config(os.fspath(config))
         config = config or ExperimentConfig()
         run_dir = _make_run_dir(config, out_dir)
-        atomic_write_bytes(run_dir / "config.yaml", config.to_yaml().encode())
+        config_text = config.to_yaml()
+        config_bytes = config_text.encode()
+        atomic_write_bytes(run_dir / "config.yaml", config_bytes)
+        rt = config.runtime
+        write_lineage(
+            run_dir,
+            collect_lineage(
+                config_text,
+                seed=config.seed,
+                env_id=config.env.id,
+                env_kwargs=config.env.kwargs,
+                backend=rt.backend,
+                algo=config.algo.name,
+                num_actors=rt.num_actors,
+                mode=rt.mode,
+            ),
+        )
+    # The bytes of config.yaml, as lineage.json's config_sha256 (also on resume, where
+    # re-serialising the parsed config could differ from the file in formatting).
+    config_sha256 = hashlib.sha256(config_bytes).hexdigest()
     interrupt.STOP.clear()  # a stop requested before this run does not end it
     run = _Run(config, run_dir)
     if resume is not None:
         step = run.restore()
         _truncate_metrics(run_dir / "metrics.jsonl", step)
+        record_resume(run_dir)  # the start's lineage stays; the resume is appended
     elif config.runtime.backend == "inline":
         run.actor.reset(seed=config.seed)  # other backends' actors reset in their own processes
 
@@ -349,7 +376,7 @@ def train(
                 "training": {
                     "seed": config.seed,
                     "total_steps": config.total_steps,
-                    "config_sha256": hashlib.sha256(config.to_yaml().encode()).hexdigest(),
+                    "config_sha256": config_sha256,
                 },
             },
         )
