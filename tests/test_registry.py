@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from rlops.core.errors import ConfigError, Conflict, PermissionDenied, RegistryError
 from rlops.registry import Registry, RegistrySettings
@@ -318,21 +319,19 @@ def test_which_version_was_production_at_time_t(reg: Registry, artifacts: dict[s
 # -- audit chain ----------------------------------------------------------------------------
 
 
-def _sqlite_path(reg: Registry) -> Path:
-    url = reg.settings.url
-    if not url.startswith("sqlite:///"):
-        pytest.skip("tampering is simulated on the SQLite file")
-    return Path(url.removeprefix("sqlite:///"))
-
-
 def _tamper(reg: Registry, *sql: str) -> None:
-    conn = sqlite3.connect(_sqlite_path(reg))
-    with conn:
-        conn.execute("DROP TRIGGER IF EXISTS audit_events_no_update")
-        conn.execute("DROP TRIGGER IF EXISTS audit_events_no_delete")
+    """Edit the audit tables the way someone with database access could: switch the
+    append-only triggers off first (SQLite: drop them; PostgreSQL: disable them)."""
+    with reg.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_update")
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_delete")
+        else:
+            conn.exec_driver_sql(
+                "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"
+            )
         for statement in sql:
-            conn.execute(statement)
-    conn.close()
+            conn.exec_driver_sql(statement)
 
 
 def _history(reg: Registry, artifacts: dict[str, Path]) -> int:
@@ -349,12 +348,13 @@ def test_the_audit_table_refuses_updates_and_deletes(
     reg: Registry, artifacts: dict[str, Path]
 ) -> None:
     _history(reg, artifacts)
-    conn = sqlite3.connect(_sqlite_path(reg))
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        conn.execute("UPDATE audit_events SET reason = 'nothing happened' WHERE seq = 3")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        conn.execute("DELETE FROM audit_events WHERE seq = 3")
-    conn.close()
+    for statement in [
+        "UPDATE audit_events SET reason = 'nothing happened' WHERE seq = 3",
+        "DELETE FROM audit_events WHERE seq = 3",
+    ]:
+        with pytest.raises(DBAPIError, match="append-only"), reg.engine.begin() as conn:
+            conn.exec_driver_sql(statement)
+    assert reg.verify_audit().ok
 
 
 @pytest.mark.parametrize(
