@@ -311,7 +311,7 @@ class Registry:
         self.settings = settings
         self.engine = engine
         self.clock = clock
-        self.store = Path(settings.store)
+        self.store = Path(settings.store).expanduser().resolve()
 
     @classmethod
     def open(
@@ -570,7 +570,7 @@ class Registry:
                     policy=name,
                     number=number,
                     content_hash=policy.version,
-                    store_path=str(stored),
+                    store_path=stored.relative_to(self.store).as_posix(),
                     source=str(path),
                     created_at=now,
                     created_by=actor,
@@ -642,7 +642,7 @@ class Registry:
             row = conn.execute(query.where(versions.c.number == current[0])).mappings().first()
         if row is None:
             raise RegistryError(f"{ref}: {name} has no versions")
-        return _version(row)
+        return _version(row, self.store)
 
     def versions(self, name: str) -> list[Version]:
         """Every version of ``name``, oldest first."""
@@ -651,7 +651,7 @@ class Registry:
             rows = conn.execute(
                 select(versions).where(versions.c.policy == name).order_by(versions.c.number)
             ).mappings()
-            return [_version(r) for r in rows]
+            return [_version(r, self.store) for r in rows]
 
     def policies(self) -> list[dict[str, Any]]:
         """Every policy with its version count and aliases."""
@@ -1311,12 +1311,12 @@ class Registry:
             return audit.verify(conn, expected_head)
 
 
-def _version(row: Mapping[Any, Any]) -> Version:
+def _version(row: Mapping[Any, Any], store: Path) -> Version:
     return Version(
         policy=row["policy"],
         number=int(row["number"]),
         content_hash=row["content_hash"],
-        path=Path(row["store_path"]),
+        path=store / row["store_path"],  # relative to the store root: the store can move
         source=row["source"],
         created_at=float(row["created_at"]),
         created_by=row["created_by"],

@@ -5,7 +5,8 @@ Tables, all written only inside one transaction per registry call:
 * ``policies``: one row per policy name;
 * ``versions``: one row per registered artifact of a policy; ``number`` counts
   1, 2, 3 ... per policy, ``content_hash`` is the artifact's version id
-  (``sha256:...``), ``lineage`` the JSON lineage (config, code, seeds, env,
+  (``sha256:...``), ``store_path`` its directory relative to the store root,
+  ``lineage`` the JSON lineage (config, code, seeds, env,
   data, parent, training summary);
 * ``evidence``: JSON documents recorded for a version (evaluation, OPE, gate
   results ...), never updated; the latest document under a name is what
