@@ -89,6 +89,24 @@ def request(
             c.close()
 
 
+def admin_request(
+    port: int, action: str, body: dict[str, Any] | None = None, *, token: str | None
+) -> tuple[int, Any]:
+    """``POST /v1/admin/<action>`` (``GET`` for ``state``) with a bearer token."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        method = "GET" if action == "state" else "POST"
+        data = None if body is None else json.dumps(body).encode()
+        conn.request(method, f"/v1/admin/{action}", data, headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
 def config_for(artifact: Path, tmp: Path, **kw: Any) -> ServeConfig:
     kw.setdefault("decision_log", str(tmp / "decisions.sqlite"))
     return ServeConfig(artifact=str(artifact), **kw)

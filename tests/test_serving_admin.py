@@ -151,16 +151,16 @@ def test_first_entry_known_answer(tmp_path: Path) -> None:
 
 
 def test_chain_links_every_entry(tmp_path: Path) -> None:
-    log = make_log(tmp_path, 8)
+    log = make_log(tmp_path, len(ADMIN_ACTIONS))
     entries = log.entries()
-    assert [e.seq for e in entries] == list(range(1, 9))
+    assert [e.seq for e in entries] == list(range(1, len(ADMIN_ACTIONS) + 1))
     assert [e.action for e in entries] == list(ADMIN_ACTIONS)  # every action is accepted
     prev = GENESIS_HASH
     for e in entries:
         assert e.prev_hash == prev
         assert e.hash == entry_hash(prev, {k: v for k, v in e.to_dict().items() if k != "hash"})
         prev = e.hash
-    assert log.head == (8, prev)
+    assert log.head == (len(ADMIN_ACTIONS), prev)
     assert log.verify() == (True, None)
 
 

@@ -7,7 +7,6 @@ restart from, tamper with, and verify.
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from pathlib import Path
@@ -26,7 +25,14 @@ from rlops.serving.admin import AdminLog
 from rlops.serving.guardrail import GuardrailConfig
 from rlops.serving.routing import assign_arm
 from rlops.serving.server import startup_lines
-from serving_helpers import CARTPOLE_OBS, Server, config_for, parse_prometheus, request
+from serving_helpers import (
+    CARTPOLE_OBS,
+    Server,
+    admin_request,
+    config_for,
+    parse_prometheus,
+    request,
+)
 
 TOKEN = "test-admin-token-0123456789"
 
@@ -34,19 +40,7 @@ TOKEN = "test-admin-token-0123456789"
 def admin(
     port: int, action: str, body: dict[str, Any] | None = None, *, token: str | None = TOKEN
 ) -> tuple[int, Any]:
-    """``POST /v1/admin/<action>`` (``GET`` for ``state``) with a bearer token."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        headers = {"Content-Type": "application/json"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        method = "GET" if action == "state" else "POST"
-        data = None if body is None else json.dumps(body).encode()
-        conn.request(method, f"/v1/admin/{action}", data, headers)
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
+    return admin_request(port, action, body, token=token)
 
 
 def act(port: int, unit: str, obs: list[float] | None = None) -> dict[str, Any]:

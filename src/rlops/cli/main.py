@@ -235,10 +235,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from rlops.serving.guardrail import GuardrailConfig
 
         options["guardrail"] = GuardrailConfig(**guardrail)
+    artifact, watch = args.artifact, None
+    if "@" in artifact and not Path(artifact).exists():
+        artifact, watch = _serve_from_registry(args, options)
     # Defaults live in ServeConfig only: pass just what was given.
-    config = ServeConfig(
-        artifact=args.artifact, **{k: v for k, v in options.items() if v is not None}
-    )
+    config = ServeConfig(artifact=artifact, **{k: v for k, v in options.items() if v is not None})
     if not args.ray and (args.replicas is not None or args.ray_address is not None):
         raise RlopsError("serve --replicas / --ray-address: need --ray")
     try:
@@ -248,6 +249,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"serve: {exc.name} is not installed; install the extra: pip install 'rlops[serve]'"
         ) from None
     if args.ray:
+        if watch is not None:
+            raise RlopsError(
+                "serve --ray: serving NAME@ALIAS on Ray is not supported yet; give an artifact path"
+            )
         from rlops.serving.ray_serve import serve_on_ray
 
         serve_on_ray(
@@ -258,8 +263,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             block=True,
         )
         return 0
-    serve(config, announce=lambda line: print(line, flush=True))
+    serve(config, announce=lambda line: print(line, flush=True), watcher=watch)
     return 0
+
+
+def _serve_from_registry(args: argparse.Namespace, options: dict[str, Any]) -> tuple[str, Any]:
+    """Resolve ``NAME@ALIAS`` (and the canary / shadow aliases unless given as paths);
+    returns the production artifact path and the watcher factory for :func:`serve`."""
+    from rlops.registry import Registry, load_settings
+    from rlops.serving.registry_watch import RegistryWatcher, resolve_arms
+
+    if not 0.05 <= args.registry_poll <= 3600:
+        raise RlopsError("serve --registry-poll: seconds between 0.05 and 3600")
+    registry = Registry.open(load_settings(args.registry_config).with_user(args.as_user))
+    resolved = resolve_arms(
+        registry, args.artifact, canary=args.canary is None, shadow=args.shadow is None
+    )
+    for arm in ("canary", "shadow"):
+        if arm in resolved.paths:
+            options[arm] = str(resolved.paths[arm])
+    # No canary yet: the share waits for one (the watcher applies it when the alias is set).
+    share = 0.0 if "canary" in resolved.paths else float(options.pop("canary_share", None) or 0.0)
+    where = ", ".join(
+        f"{arm}={resolved.name}@{n}" for arm, n in resolved.numbers.items() if n is not None
+    )
+
+    def factory(app: Any) -> RegistryWatcher:
+        # Printed after the URL line (scripts read the URL from the first line).
+        print(
+            f"  registry {registry.settings.url}: {where}; following the aliases "
+            f"every {args.registry_poll:g} s",
+            flush=True,
+        )
+        return RegistryWatcher(
+            registry, app, resolved, poll_s=args.registry_poll, seed=args.seed, canary_share=share
+        )
+
+    return str(resolved.paths["production"]), factory
 
 
 def _tool(name: str) -> str:
@@ -472,7 +512,9 @@ def _register_quickstart(run_dir: Path, reports: dict[str, Path]) -> list[str]:
         f"{settings.url}, with the holdout and edge-case reports as evidence"
     )
     rlops_cmd = _tool("rlops")
+    who = [] if settings.user else [f"export RLOPS_USER={user}   # who the registry knows you as"]
     return [
+        *who,
         f"{rlops_cmd} registry show pricing@candidate             # lineage and evidence",
         f"{rlops_cmd} promote pricing {version.number} --to production --reason '...'"
         "   # then someone else: rlops approve ID",
@@ -565,7 +607,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve", help="serve a policy over HTTP (POST /v1/act), logging every decision"
     )
-    p.add_argument("artifact", help="policy artifact directory")
+    p.add_argument(
+        "artifact",
+        help="policy artifact directory, or NAME@ALIAS from the registry (followed live: "
+        "production from ALIAS, canary and shadow from those aliases)",
+    )
+    p.add_argument("--as", dest="as_user", metavar="USER", help="registry identity (NAME@ALIAS)")
+    p.add_argument("--registry-config", metavar="FILE", help="rlops.yaml with a registry: section")
+    p.add_argument(
+        "--registry-poll",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="NAME@ALIAS: seconds between alias checks (default 2)",
+    )
     p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="TCP port (default 8000; 0: any free port)")
     p.add_argument(

@@ -58,6 +58,7 @@ AdminAction = Literal[
     "clear_override",
     "kill_switch_on",
     "kill_switch_off",
+    "swap_policy",
 ]
 """The admin actions the log accepts."""
 

@@ -15,8 +15,23 @@ would add per-request cost and a second schema language for what
    so every 200 answer has its log row;
 5. the JSON answer.
 
+Policies swap live, without a restart: ``await service.swap_policy(arm, policy,
+actor=..., reason=...)`` on the service's event loop (``app.state.service``;
+from another thread, ``asyncio.run_coroutine_threadsafe(..., service.loop)``)
+puts an already loaded policy on the ``production``, ``canary`` or ``shadow``
+arm, or removes the canary or shadow (``policy=None``). The swap is written to
+the admin log first, then the arm and its routing switch in one event-loop
+step: requests already queued finish on the policy they started with, later
+ones get the new one, none fails. A new canary is a new experiment (fresh
+guardrail, the configured share, a lifted rollback); a new production restarts
+the canary comparison. A policy whose observation or action space differs from
+the served one is refused (``ConfigError``) and nothing changes.
+
 >>> app = create_app(ServeConfig(artifact="runs/demo/artifact"))  # doctest: +SKIP
 >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+>>> await app.state.service.swap_policy(  # doctest: +SKIP
+...     "production", load_policy("runs/v19/artifact"), actor="registry", reason="promote v19")
+{'arm': 'production', 'changed': True, 'from': 'sha256:ab…', 'to': 'sha256:cd…'}
 """
 
 from __future__ import annotations
@@ -51,7 +66,7 @@ from rlops.serving.admin import check_token, resolve_token
 from rlops.serving.batcher import MicroBatcher, Pending
 from rlops.serving.behaviour import BatchDecision, Behaviour
 from rlops.serving.config import Mode, ServeConfig
-from rlops.serving.control import Conflict, Control
+from rlops.serving.control import Conflict, Control, PolicyArm
 from rlops.serving.decision_log import DecisionLog
 from rlops.serving.guardrail import GuardedArm
 from rlops.serving.metrics import ServingMetrics
@@ -170,8 +185,7 @@ class _Service:
         self.shadow: _Arm | None = None
         if shadow is not None:
             _check_compatible("shadow", shadow, policy)
-            # A continuous shadow logs its mean action (there is no finite distribution).
-            self.shadow = self._arm("shadow", shadow, config.mode if policy.discrete else "greedy")
+            self.shadow = self._arm("shadow", shadow, self._mode("shadow", shadow))
         self.log.create()  # fail before binding a socket if the file cannot be a decision log
         self.control = Control(
             config,
@@ -187,9 +201,26 @@ class _Service:
         self._id_prefix = uuid.uuid4().hex[:20]
         self._id_counter = itertools.count()
         self._guardrail_task: asyncio.Task[None] | None = None
-        self.openapi = orjson.dumps(
-            openapi_document(obs_shape=obs_shape, n_actions=n_actions, version=self.version)
+        self.openapi = self._openapi()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the service runs on, from the app's startup to its shutdown."""
+        self.swaps = 0
+        """Policies swapped live (:meth:`swap_policy`)."""
+        self._swap_lock = asyncio.Lock()
+        # Decisions numbered below this were made before the canary comparison last
+        # restarted (a swap): they must not reach the new comparison.
+        self._comparison_start = 0
+
+    def _openapi(self) -> bytes:
+        spec = self.spec
+        document = openapi_document(
+            obs_shape=spec.obs_shape, n_actions=spec.n_actions, version=self.version
         )
+        return orjson.dumps(document)
+
+    def _mode(self, name: str, policy: Policy) -> Mode:
+        # A continuous shadow logs its mean action (there is no finite distribution).
+        return "greedy" if name == "shadow" and not policy.discrete else self.config.mode
 
     def _arm(self, name: str, policy: Policy, mode: Mode) -> _Arm:
         config = self.config
@@ -221,16 +252,17 @@ class _Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.loop = asyncio.get_running_loop()
         self.log.start()
         for batcher in self._batchers:
             batcher.start()
         if "canary" in self.arms:
-            self._guardrail_task = asyncio.get_running_loop().create_task(
-                self._watch_guardrail(), name="rlops-guardrail"
-            )
+            self._watch_canary()
         try:
             yield
         finally:
+            async with self._swap_lock:  # a swap under way completes; later ones are refused
+                self.loop = None
             # Requests in flight have finished (uvicorn waits for them before the
             # lifespan shutdown); answer anything still queued, join the shadow
             # distributions, then commit the log.
@@ -245,17 +277,156 @@ class _Service:
             await asyncio.to_thread(self.log.close)
             await asyncio.to_thread(self.control.close)
 
+    def _watch_canary(self) -> None:
+        """Start the guardrail watcher (once: it idles while no canary serves)."""
+        if self._guardrail_task is None:
+            self._guardrail_task = asyncio.get_running_loop().create_task(
+                self._watch_guardrail(), name="rlops-guardrail"
+            )
+
     async def _watch_guardrail(self) -> None:
         while True:
             await asyncio.sleep(self.config.guardrail_interval_s)
+            await self._check_guardrail()
+
+    async def _check_guardrail(self) -> None:
+        """Roll the canary back now if the guardrail has tripped."""
+        try:
+            verdict = await asyncio.to_thread(self.control.check_guardrail)
+        except Exception:  # never let the watcher die: log and keep watching
+            log.exception("guardrail check failed")
+            return
+        if verdict is not None:
+            self.metrics.safety_trigger("canary_rollback")
+            log.warning("canary rolled back by the guardrail: %s", verdict.reason)
+
+    # -- live policy swaps ---------------------------------------------------------
+
+    async def swap_policy(
+        self, arm: PolicyArm, policy: Policy | None, *, actor: str, reason: str
+    ) -> dict[str, Any]:
+        """Serve ``policy`` on ``arm`` from now on, without a restart.
+
+        Call it on the service's event loop (:attr:`loop`). The swap is logged to
+        the admin log (on a worker thread: it fsyncs), then routing and the arm
+        switch in one event-loop step; requests already queued on the old
+        policy finish on it, later ones get the new one, and no request fails
+        because of the swap. Swaps run one at a time. Routing effects (see
+        :meth:`Control.swap`): a new canary is a new experiment (fresh
+        guardrail, the configured ``canary_share``, a lifted rollback);
+        removing it sends every unit to production; a new production restarts
+        the comparison, after rolling back a canary whose trip is pending.
+        When it raises, nothing has changed.
+
+        Args:
+            arm: ``"production"``, ``"canary"`` or ``"shadow"``.
+            policy: an already loaded policy with the served observation and
+                action spaces, or None to remove the canary or the shadow.
+            actor: who swaps (the admin log's actor, e.g. ``"registry"``).
+            reason: why (e.g. ``"alias canary: v18 -> v19"``).
+
+        Returns:
+            ``{"arm": arm, "changed": bool, "from": old version or None,
+            "to": new version or None}``; ``changed`` is False, and nothing is
+            logged, when ``policy`` is the version already served.
+
+        Raises:
+            ConfigError: an unknown arm, None for production, a policy whose
+                spaces differ from the served ones, or an empty actor or reason.
+            RlopsError: the service is not running, or the admin log refuses
+                to append (tampered with).
+
+        >>> await service.swap_policy(  # doctest: +SKIP
+        ...     "canary", load_policy("runs/v19/artifact"), actor="registry", reason="v19")
+        {'arm': 'canary', 'changed': True, 'from': None, 'to': 'sha256:9f…'}
+        """
+        if arm not in ("production", "canary", "shadow"):
+            raise ConfigError(f"arm: {arm!r} is not one of production, canary, shadow")
+        if policy is None and arm == "production":
+            raise ConfigError(
+                "policy: the production arm cannot be removed; swap in another policy"
+            )
+        if policy is not None:
+            if not policy.version:
+                raise ConfigError(
+                    f"swap_policy({arm}): the policy has no version (content hash); "
+                    "load it from an artifact with load_policy"
+                )
+            _check_compatible(f"swap_policy({arm})", policy, self.policy)
+        # Shielded: a cancelled caller must not leave a logged swap half applied.
+        return await asyncio.shield(self._swap(arm, policy, actor=actor, reason=reason))
+
+    async def _swap(
+        self, arm: PolicyArm, policy: Policy | None, *, actor: str, reason: str
+    ) -> dict[str, Any]:
+        async with self._swap_lock:
+            loop = self.loop
+            if loop is None:
+                raise RlopsError(
+                    "swap_policy: the service is not running; swap between the app's "
+                    "startup and shutdown"
+                )
+            current = self._served(arm)
+            old = None if current is None else current.version
+            new = None if policy is None else policy.version
+            result = {"arm": arm, "changed": old != new, "from": old, "to": new}
+            if old == new:
+                return result
+            fresh = None if policy is None else self._arm(arm, policy, self._mode(arm, policy))
+            if fresh is not None:
+                fresh.batcher.start()
+            if arm == "production" and self.control.canary_active:
+                await self._check_guardrail()  # a pending trip is acted on, not erased
+
+            def record() -> None:  # on a worker thread, holding the control lock
+                with self.control.swap(arm, old, new, actor=actor, reason=reason) as switch:
+                    install = self._install(arm, fresh, switch)
+                    asyncio.run_coroutine_threadsafe(install, loop).result()
+
             try:
-                verdict = await asyncio.to_thread(self.control.check_guardrail)
-            except Exception:  # never let the watcher die: log and keep watching
-                log.exception("guardrail check failed")
-                continue
-            if verdict is not None:
-                self.metrics.safety_trigger("canary_rollback")
-                log.warning("canary rolled back by the guardrail: %s", verdict.reason)
+                await asyncio.to_thread(record)
+            finally:
+                # Stop whichever batcher serves no longer: the old one after a swap
+                # (it answers what was queued on it first), the new one after a failure.
+                retired = current if self._served(arm) is not current else fresh
+                if retired is not None:
+                    await retired.batcher.stop()
+            self.swaps += 1
+            log.info("%s policy swapped: %s -> %s by %s (%s)", arm, old, new, actor, reason)
+            return result
+
+    def _served(self, arm: PolicyArm) -> _Arm | None:
+        return self.shadow if arm == "shadow" else self.arms.get(arm)
+
+    async def _install(
+        self, arm: PolicyArm, fresh: _Arm | None, switch: Callable[[], None]
+    ) -> None:
+        """Switch routing and the served arm in one event-loop step (no await inside)."""
+        switch()
+        if arm == "shadow":
+            self.shadow = fresh
+            return
+        if fresh is None:
+            del self.arms[arm]
+        else:
+            self.arms[arm] = fresh
+        if arm == "production":
+            assert fresh is not None
+            self.policy, self.version = fresh.policy, fresh.version
+            self.openapi = self._openapi()
+        elif fresh is not None:
+            self._watch_canary()
+        self._comparison_start = next(self._id_counter)
+
+    def _in_comparison(self, decision_id: str) -> bool:
+        """The decision was made since the canary comparison last restarted."""
+        if self._comparison_start == 0:
+            return True
+        prefix, _, number = decision_id.rpartition("-")
+        try:
+            return prefix == self._id_prefix and int(number, 16) >= self._comparison_start
+        except ValueError:
+            return False
 
     # -- request plumbing --------------------------------------------------------
 
@@ -360,6 +531,7 @@ class _Service:
         for i, r in enumerate(routes):
             groups.setdefault((r.arm, r.reason), []).append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
+        comparison = self._comparison_start
 
         async def decide(key: tuple[ServedArm, RouteReason], index: list[int]) -> None:
             arm, reason = key
@@ -373,13 +545,15 @@ class _Service:
                     arm, reason, [rows[i] for i in index], deadline
                 )
             except ApiError:
-                if guarded is not None:  # no fallback configured: still the arm's error
+                # No fallback configured: still the arm's error (a request that
+                # straddles a swap belongs to neither comparison).
+                if guarded is not None and self._comparison_start == comparison:
                     latency_ms = (time.perf_counter() - start) * 1000.0
                     self.control.observe_request(guarded, latency_ms, error=True, safety_triggers=0)
                 raise
             for i, d in zip(index, decided):
                 out[i] = d
-            if guarded is not None:
+            if guarded is not None and self._comparison_start == comparison:
                 self.control.observe_request(
                     guarded,
                     (time.perf_counter() - start) * 1000.0,
@@ -438,7 +612,9 @@ class _Service:
         """Decisions for rows routed to one arm, and the safety triggers they caused."""
         if arm == "fallback":  # the kill switch or an override to the fallback
             return self._fallback(rows, None, "override" if reason == "override" else "fallback"), 0
-        policy_arm = self.arms[arm]
+        policy_arm = self.arms.get(arm)
+        if policy_arm is None:  # the canary was removed after this request was routed
+            arm, policy_arm = "production", self.arms["production"]
         label: Arm = "override" if reason == "override" else arm
         pending = policy_arm.batcher.submit(rows, deadline)
         try:
@@ -569,8 +745,13 @@ class _Service:
                 503, "log_backpressure", "the decision log is behind; retry the feedback later"
             )
         guarded = _guarded(arm) if self.control.canary_version is not None else None
-        # A retried or repeated feedback must not count twice in the comparison.
-        if guarded is not None and fb.decision_id not in self._rewarded:
+        # A retried or repeated feedback must not count twice in the comparison, nor
+        # feedback on a decision made before the comparison restarted (a swap).
+        if (
+            guarded is not None
+            and fb.decision_id not in self._rewarded
+            and self._in_comparison(fb.decision_id)
+        ):
             self._rewarded[fb.decision_id] = None
             if len(self._rewarded) > REWARDED_MEMORY:
                 self._rewarded.popitem(last=False)
@@ -694,6 +875,11 @@ class _Service:
                 "1 while the shadow policy runs.",
                 float(self.shadow is not None and routing["shadow"]),
             ),
+            "rlops_serving_policy_swaps_total": (
+                "counter",
+                "Policies swapped live (production, canary or shadow).",
+                self.swaps,
+            ),
         }
         if "canary" in self.arms:
             verdict = self.control.guardrail.check()
@@ -706,9 +892,21 @@ class _Service:
                 if math.isfinite(value):
                     name = "rlops_serving_" + key.replace("/", "_")
                     extra[name] = ("gauge", f"Guardrail statistic {key}.", value)
-        text = self.metrics.render(extra)
+        text = self.metrics.render(extra) + self._policy_info()
         self.metrics.observe_request("/metrics", "none", 200, time.perf_counter() - start)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def _policy_info(self) -> str:
+        """``rlops_serving_policy_info{arm, version} 1`` per served arm (the versions live now)."""
+        name = "rlops_serving_policy_info"
+        lines = [
+            f"# HELP {name} The policy version each arm serves (always 1).",
+            f"# TYPE {name} gauge",
+        ]
+        for arm in [*self.arms.values(), *([self.shadow] if self.shadow else [])]:
+            version = arm.version.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            lines.append(f'{name}{{arm="{arm.name}",version="{version}"}} 1')
+        return "\n".join(lines) + "\n"
 
     async def openapi_json(self, request: Request) -> Response:
         return Response(self.openapi, media_type="application/json")

@@ -20,6 +20,10 @@ the trail of who changed routing must not be quietly broken. The saved routing
 applies only while the same canary artifact is configured: a new canary starts
 from the configured share with a fresh salt and a fresh guardrail.
 
+:meth:`Control.swap` records a live policy swap (a registry alias moved) the
+same way: logged first, then applied together with the app's own switch of
+served policies, then persisted.
+
 >>> control = Control(config, canary_version="sha256:ab", fallback=True)  # doctest: +SKIP
 >>> control.route("user-42").arm  # doctest: +SKIP
 'production'
@@ -28,13 +32,16 @@ from the configured share with a fresh salt and a fresh guardrail.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rlops.core.errors import ConfigError, RlopsError
 from rlops.serving.admin import AdminAction, AdminEntry, AdminLog
@@ -47,6 +54,9 @@ STATE_FORMAT = 1
 
 GUARDRAIL_ACTOR = "guardrail"
 """The actor name automatic rollbacks are logged under."""
+
+PolicyArm = Literal["production", "canary", "shadow"]
+"""An arm whose policy can be swapped while serving."""
 
 
 class Conflict(RlopsError):
@@ -226,6 +236,83 @@ class Control:
             self.router.set_kill_switch(on)
             self._save()
         return params
+
+    @contextlib.contextmanager
+    def swap(
+        self,
+        arm: PolicyArm,
+        previous: str | None,
+        version: str | None,
+        *,
+        actor: str,
+        reason: str,
+    ) -> Iterator[Callable[[], None]]:
+        """Log that ``arm`` moves from ``previous`` to ``version``; yield the routing switch.
+
+        The caller runs the yielded switch together with its own change of
+        served policies (the app does both in one event-loop callback, so no
+        request sees half of it); the state is persisted when the block ends.
+        Other admin actions wait for the block (it holds the lock).
+
+        What the switch does to routing:
+
+        * ``production``: the canary comparison restarts (fresh guardrail); a
+          rolled-back canary stays rolled back.
+        * ``canary``: a new version is a new experiment: the configured share,
+          a fresh salt (unless one is configured) and a fresh guardrail, and the
+          rollback is lifted (swapping in a new canary is the human action a
+          rollback waits for). ``None`` removes it: every unit goes to
+          production and overrides pinned to the canary are cleared.
+        * ``shadow``: a new shadow runs (an operator's "off" stays off when one
+          shadow replaces another); ``None`` stops it.
+
+        Args:
+            arm: the arm to swap.
+            previous: the version it serves now (None: none).
+            version: the version it will serve (None: remove the arm).
+            actor: who (goes to the admin log).
+            reason: why (goes to the admin log).
+
+        Yields:
+            The routing switch, to call exactly once.
+
+        Raises:
+            ConfigError: empty actor or reason (nothing changed).
+            RlopsError: the admin log refuses to append (tampered with).
+        """
+        with self._lock:
+            params: dict[str, Any] = {"arm": arm, "from": previous, "to": version}
+            if arm == "canary" and version is None:
+                pinned = self.router.overrides()
+                params["cleared_overrides"] = sorted(u for u, a in pinned.items() if a == "canary")
+            if arm == "canary" and version is not None:
+                params["share"] = self.config.canary_share
+            if arm != "shadow":
+                params["guardrail_reset"] = True
+            self._log(actor, "swap_policy", params, reason)
+            try:
+                yield functools.partial(self._switch, arm, version, params)
+            finally:
+                self._save()
+
+    def _switch(self, arm: PolicyArm, version: str | None, params: dict[str, Any]) -> None:
+        """Apply a logged swap to routing (the lock is held by :meth:`swap`)."""
+        if arm == "shadow":
+            if version is None or self.shadow_version is None:
+                self.router.set_shadow(version is not None)
+            self.shadow_version = version
+            return
+        if arm == "canary":
+            if version is not None:
+                routing = self.router.state_dict()
+                routing["salt"] = self.config.salt or version
+                self.router.load_state_dict(routing)
+                self._last_rollback = None
+            for unit in params.get("cleared_overrides", ()):
+                self.router.clear_override(unit)
+            self.router.set_canary_share(params.get("share", 0.0))
+            self.canary_version = version
+        self.guardrail.reset()
 
     # -------------------------------------------------------------- guardrail
     def observe_request(

@@ -121,12 +121,21 @@ def startup_lines(app: ServingApp, url: str) -> list[str]:
     return lines
 
 
-def serve(config: ServeConfig, *, announce: Callable[[str], None] | None = None) -> None:
+def serve(
+    config: ServeConfig,
+    *,
+    announce: Callable[[str], None] | None = None,
+    watcher: Callable[[ServingApp], Any] | None = None,
+) -> None:
     """Load the policy, bind, announce the URL and serve until SIGTERM/SIGINT.
 
     Raises:
         ArtifactError: a missing or bad artifact (before anything is bound).
         ConfigError: a bad config, decision-log path or address.
+
+    ``watcher``, when given, is called with the app before serving starts and
+    must return an object with ``start()`` and ``stop()`` (the registry
+    watcher of ``rlops serve NAME@ALIAS``); it is stopped before the drain.
     """
     app = create_app(config)
     sock = bind_socket(config.host, config.port)
@@ -139,9 +148,14 @@ def serve(config: ServeConfig, *, announce: Callable[[str], None] | None = None)
     # drained stop is a success: absorb that re-raised signal and return.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server = build_server(app)
+    follower = None if watcher is None else watcher(app)
     try:
+        if follower is not None:
+            follower.start()
         server.run(sockets=[sock])
     finally:
+        if follower is not None:
+            follower.stop()
         signal.signal(signal.SIGTERM, previous)
         sock.close()
     if not server.started:
