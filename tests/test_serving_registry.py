@@ -56,6 +56,7 @@ def test_serve_follows_the_registry(tmp_path: Path, artifacts: dict[str, Path]) 
     reg.grant("ada", "author")
     reg.grant("bo", "approver")
     reg.grant("srv", "operator")
+    reg.grant("dee", "operator")
     v1 = reg.register("cartpole", artifacts["cartpole"])
     v2 = reg.register("cartpole", artifacts["cartpole_b"])
     first = reg.request_promotion("cartpole", 1, "production", reason="launch")
@@ -113,10 +114,16 @@ def test_serve_follows_the_registry(tmp_path: Path, artifacts: dict[str, Path]) 
             return {b[2]["arm"] for b in bodies}
 
         _until("canary traffic at the share asked at start", lambda: "canary" in arms_seen())
-        status, body = admin_request(
-            port, "rollback", {"actor": "oncall", "reason": "INC-7"}, token=TOKEN
-        )
-        assert status == 200, body
+        # Admin calls take registry tokens too: an operator's is accepted and names the
+        # actor (not the body's claim); an approver's is refused.
+        dee, bo = reg.create_token("dee"), reg.create_token("bo")
+        body = {"actor": "somebody-else", "reason": "INC-7"}
+        assert admin_request(port, "rollback", body, token=bo)[0] == 403
+        status, answer = admin_request(port, "rollback", body, token=dee)
+        assert status == 200, answer
+        lines = (tmp_path / "d.sqlite.admin.jsonl").read_text().splitlines()
+        entry = json.loads(lines[-1])
+        assert (entry["action"], entry["actor"]) == ("rollback", "dee"), entry
         _until("rollback recorded", lambda: "canary" not in reg.aliases("cartpole"))
         last = reg.history("cartpole", "canary")[-1]
         assert (last.action, last.actor, last.number) == ("rollback", "srv", None)

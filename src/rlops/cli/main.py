@@ -295,6 +295,10 @@ def _serve_from_registry(args: argparse.Namespace, options: dict[str, Any]) -> t
             f"every {args.registry_poll:g} s",
             flush=True,
         )
+        # Admin endpoints also take registry tokens of operators (rlops registry token).
+        app.state.service.token_identity = lambda token: registry.member_with_role(
+            token, "operator"
+        )
         return RegistryWatcher(
             registry, app, resolved, poll_s=args.registry_poll, seed=args.seed, canary_share=share
         )

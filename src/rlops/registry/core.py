@@ -494,6 +494,15 @@ class Registry:
             )
         return token
 
+    def member_with_role(self, token: str, role: Role) -> str | None:
+        """The member a bearer token acts as, if they hold ``role`` (or admin); else None."""
+        name = self.identity_for_token(token)
+        if name is None:
+            return None
+        with self._tx() as conn:
+            held = self._roles(conn, name)
+        return name if role in held or "admin" in held else None
+
     def identity_for_token(self, token: str) -> str | None:
         """The member a bearer token acts as, or None for an unknown or revoked token."""
         digest = hashlib.sha256(token.encode()).hexdigest()

@@ -172,6 +172,8 @@ class _Service:
         self.fallback = _check_fallback(config, policy)
         self.admin_token = admin_token
         self.admin_token_generated = False
+        self.token_identity: Callable[[str], str | None] | None = None
+        """Maps a bearer token to an operator's name (set when serving from the registry)."""
         self.metrics = ServingMetrics()
         self.log = DecisionLog(
             config.decision_log,
@@ -913,14 +915,35 @@ class _Service:
 
     # -- admin -------------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> None:
+    async def _authorize(self, request: Request) -> str | None:
+        """Check the bearer token; returns the registry member it names, if any.
+
+        The serve-wide admin token is always accepted (the actor is the one the
+        body declares). With :attr:`token_identity` set (``rlops serve
+        NAME@ALIAS``), a registry token of a member with the operator role is
+        accepted too, and that member is the actor, whatever the body says.
+        """
         header = request.headers.get("authorization")
         if header is None:
             raise ApiError(
                 401, "unauthorized", "admin endpoints need 'Authorization: Bearer <token>'"
             )
-        if not check_token(header, self.admin_token):
-            raise ApiError(403, "forbidden", "the admin token is wrong")
+        if check_token(header, self.admin_token):
+            return None
+        scheme, _, token = header.strip().partition(" ")
+        if self.token_identity is not None and scheme.lower() == "bearer" and token.strip():
+            try:
+                member = await asyncio.to_thread(self.token_identity, token.strip())
+            except RlopsError as exc:
+                raise ApiError(
+                    503, "registry_unavailable", f"cannot check the token: {exc}"
+                ) from None
+            if member is not None:
+                return member
+            raise ApiError(
+                403, "forbidden", "the token is neither the admin token nor an operator's token"
+            )
+        raise ApiError(403, "forbidden", "the admin token is wrong")
 
     async def admin(self, request: Request) -> Response:
         action = request.path_params["action"]
@@ -930,7 +953,7 @@ class _Service:
         return await self._answer(route, request, self._admin)
 
     async def _admin(self, request: Request) -> tuple[Any, str]:
-        self._authorize(request)
+        member = await self._authorize(request)
         action = request.path_params["action"]
         if request.method == "GET":
             if action != "state":
@@ -966,6 +989,8 @@ class _Service:
             if required and key not in body:
                 raise ApiError(422, "missing_field", f"{key}: required", key)
         actor, reason = body["actor"], body["reason"]
+        if member is not None:
+            actor = member  # a registry identity: not self-declared
         c = self.control
         calls: dict[str, Callable[[], dict[str, Any]]] = {
             "canary": lambda: c.set_canary_share(body["share"], actor=actor, reason=reason),

@@ -233,4 +233,3 @@ class RegistryWatcher:
                 alias,
                 exc,
             )
-
