@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from rlops.artifacts import Policy
 from rlops.serving import ServeConfig, create_app
 from rlops.serving.server import bind_socket, build_server
 
@@ -110,6 +113,49 @@ def admin_request(
 def config_for(artifact: Path, tmp: Path, **kw: Any) -> ServeConfig:
     kw.setdefault("decision_log", str(tmp / "decisions.sqlite"))
     return ServeConfig(artifact=str(artifact), **kw)
+
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+"""The admin token of :func:`canary_config` servers."""
+
+
+def admin(
+    port: int, action: str, body: dict[str, Any] | None = None, *, token: str | None = ADMIN_TOKEN
+) -> tuple[int, Any]:
+    """:func:`admin_request` with :data:`ADMIN_TOKEN` by default."""
+    return admin_request(port, action, body, token=token)
+
+
+def act(port: int, unit: str, obs: list[float] | None = None) -> dict[str, Any]:
+    """One ``/v1/act`` decision for ``unit``; asserts a 200."""
+    status, _, body = request(
+        port, "POST", "/v1/act", {"observation": obs or CARTPOLE_OBS, "unit_id": unit}
+    )
+    assert status == 200, body
+    return dict(body)
+
+
+def canary_config(artifacts: dict[str, Path], tmp: Path, **kw: Any) -> ServeConfig:
+    """CartPole production with the ``cartpole_b`` canary and :data:`ADMIN_TOKEN`."""
+    kw.setdefault("canary", str(artifacts["cartpole_b"]))
+    kw.setdefault("admin_token", ADMIN_TOKEN)
+    kw.setdefault("seed", 0)
+    return config_for(artifacts["cartpole"], tmp, **kw)
+
+
+class SlowPolicy:
+    """A real policy whose every forward sleeps ``delay`` seconds first."""
+
+    def __init__(self, policy: Policy, delay: float) -> None:
+        self._policy = policy
+        self.delay = delay
+        for name in ("version", "discrete", "action_space", "observation_space", "manifest"):
+            setattr(self, name, getattr(policy, name))
+        self.path = policy.path
+
+    def action_distribution(self, obs: Any, mask: Any = None) -> np.ndarray:
+        time.sleep(self.delay)
+        return self._policy.action_distribution(obs, mask)
 
 
 def wait_ready(port: int, timeout: float = 20.0) -> None:

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from rlops.artifacts import Policy, load_policy
+from rlops.artifacts import load_policy
 from rlops.core.errors import ConfigError
 from rlops.serving import create_app, iter_decisions
 from rlops.serving.admin import AdminLog
@@ -26,51 +26,19 @@ from rlops.serving.guardrail import GuardrailConfig
 from rlops.serving.routing import assign_arm
 from rlops.serving.server import startup_lines
 from serving_helpers import (
+    ADMIN_TOKEN,
     CARTPOLE_OBS,
     Server,
-    admin_request,
+    SlowPolicy,
+    act,
+    admin,
+    canary_config,
     config_for,
     parse_prometheus,
     request,
 )
 
-TOKEN = "test-admin-token-0123456789"
-
-
-def admin(
-    port: int, action: str, body: dict[str, Any] | None = None, *, token: str | None = TOKEN
-) -> tuple[int, Any]:
-    return admin_request(port, action, body, token=token)
-
-
-def act(port: int, unit: str, obs: list[float] | None = None) -> dict[str, Any]:
-    status, _, body = request(
-        port, "POST", "/v1/act", {"observation": obs or CARTPOLE_OBS, "unit_id": unit}
-    )
-    assert status == 200, body
-    return dict(body)
-
-
-def canary_config(artifacts: dict[str, Path], tmp: Path, **kw: Any) -> Any:
-    kw.setdefault("canary", str(artifacts["cartpole_b"]))
-    kw.setdefault("admin_token", TOKEN)
-    kw.setdefault("seed", 0)
-    return config_for(artifacts["cartpole"], tmp, **kw)
-
-
-class SlowPolicy:
-    """A real policy whose every forward sleeps ``delay`` seconds first."""
-
-    def __init__(self, policy: Policy, delay: float) -> None:
-        self._policy = policy
-        self.delay = delay
-        for name in ("version", "discrete", "action_space", "observation_space", "manifest"):
-            setattr(self, name, getattr(policy, name))
-        self.path = policy.path
-
-    def action_distribution(self, obs: Any, mask: Any = None) -> np.ndarray:
-        time.sleep(self.delay)
-        return self._policy.action_distribution(obs, mask)
+TOKEN = ADMIN_TOKEN
 
 
 def test_canary_assignment_is_sticky_logged_and_survives_restart(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import http.client
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -29,54 +28,22 @@ from rlops.serving import create_app, iter_decisions
 from rlops.serving.admin import AdminLog
 from rlops.serving.guardrail import GuardrailConfig
 from rlops.serving.routing import assign_arm
-from serving_helpers import CARTPOLE_OBS, Server, config_for, parse_prometheus, request
+from serving_helpers import (
+    ADMIN_TOKEN,
+    CARTPOLE_OBS,
+    Server,
+    SlowPolicy,
+    act,
+    admin,
+    canary_config,
+    config_for,
+    parse_prometheus,
+    request,
+)
 
-TOKEN = "test-admin-token-0123456789"
+TOKEN = ADMIN_TOKEN
 
 # ---------------------------------------------------------------- helpers
-
-
-def canary_config(artifacts: dict[str, Path], tmp: Path, **kw: Any) -> Any:
-    kw.setdefault("canary", str(artifacts["cartpole_b"]))
-    kw.setdefault("admin_token", TOKEN)
-    kw.setdefault("seed", 0)
-    return config_for(artifacts["cartpole"], tmp, **kw)
-
-
-def act(port: int, unit: str) -> dict[str, Any]:
-    status, _, body = request(
-        port, "POST", "/v1/act", {"observation": CARTPOLE_OBS, "unit_id": unit}
-    )
-    assert status == 200, body
-    return dict(body)
-
-
-def admin(port: int, action: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """``POST /v1/admin/<action>`` (``GET`` for ``state``) with the admin token."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-        data = None if body is None else json.dumps(body).encode()
-        conn.request("GET" if action == "state" else "POST", f"/v1/admin/{action}", data, headers)
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
-
-
-class SlowPolicy:
-    """A real policy whose every forward sleeps ``delay`` seconds first."""
-
-    def __init__(self, policy: Policy, delay: float) -> None:
-        self._policy = policy
-        self.delay = delay
-        for name in ("version", "discrete", "action_space", "observation_space", "manifest"):
-            setattr(self, name, getattr(policy, name))
-        self.path = policy.path
-
-    def action_distribution(self, obs: Any, mask: Any = None) -> Any:
-        time.sleep(self.delay)
-        return self._policy.action_distribution(obs, mask)
 
 
 def swap(
