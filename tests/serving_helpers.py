@@ -227,28 +227,27 @@ def load_clients(
     per_thread: int,
     stop: threading.Event | None = None,
     ok: list[str] | None = None,
-) -> tuple[list[str], int]:
-    """``threads`` keep-alive clients, ``per_thread`` requests each; returns (200 ids, errors).
+) -> tuple[list[str], list[str]]:
+    """``threads`` keep-alive clients, ``per_thread`` requests each.
 
+    Returns ``(ids of 200 answers, failures)``; a failure names a transport
+    error or a non-200 answer with its error code, so an assertion shows why.
     Each client has at most one request in flight. The ids of 200 answers are
     appended to ``ok`` as they arrive (list.append is atomic).
     """
     ok = [] if ok is None else ok
-    errors = 0
-    lock = threading.Lock()
+    failures: list[str] = []
 
     def client(k: int) -> None:
-        nonlocal errors
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        failed = 0
         for i in range(per_thread):
             if stop is not None and stop.is_set():
                 break
             body = {"observation": CARTPOLE_OBS, "unit_id": f"c{k}", "step": i}
             try:
                 status, _, d = request(port, "POST", "/v1/act", body, conn=conn)
-            except (OSError, http.client.HTTPException):
-                failed += 1
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 if stop is not None:
@@ -256,13 +255,14 @@ def load_clients(
                 continue
             if status == 200:
                 ok.append(d["decision_id"])
+            else:
+                code = d.get("error", {}).get("code") if isinstance(d, dict) else d
+                failures.append(f"{status} {code}")
         conn.close()
-        with lock:
-            errors += failed
 
     workers = [threading.Thread(target=client, args=(k,)) for k in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    return ok, errors
+    return ok, failures

@@ -593,10 +593,14 @@ def test_full_decision_log_answers_503_retry_after(
 def test_concurrent_load_batches_and_graceful_stop_logs_every_200(
     artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
-    cfg = config_for(artifacts["cartpole"], tmp_path, max_batch_size=32)
+    # 32 client threads share the server's process (and GIL) here: on a loaded CI
+    # machine a forward can wait past the 250 ms default deadline and answer 503
+    # policy_timeout (seen once). Deadlines are tested elsewhere; this is about
+    # batching and logging, so give requests room.
+    cfg = config_for(artifacts["cartpole"], tmp_path, max_batch_size=32, request_timeout_ms=10_000)
     with Server(cfg) as server:
-        ok, errors = load_clients(server.port, threads=32, per_thread=50)
-        assert errors == 0 and len(ok) == 1600 and len(set(ok)) == 1600
+        ok, failures = load_clients(server.port, threads=32, per_thread=50)
+        assert failures == [] and len(ok) == 1600 and len(set(ok)) == 1600
         metrics = parse_prometheus(request(server.port, "GET", "/metrics")[2])
         key = frozenset({("route", "/v1/act"), ("arm", "production"), ("status", "200")})
         assert metrics[("rlops_serving_requests_total", key)] == 1600
