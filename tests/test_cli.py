@@ -492,6 +492,10 @@ def test_quickstart_smoke_with_a_tiny_budget(workdir: Path) -> None:
     shown = json.loads(show.stdout)
     assert shown["aliases"] == ["candidate"] and set(shown["evidence"]) == {"holdout", "edge"}
     assert shown["lineage"]["complete"] is True
+    # Twice: training is deterministic, the second run finds its policy already registered.
+    again = run_rlops("quickstart", "--steps", "16384", "--out", "qs-again", cwd=workdir)
+    assert again.returncode == 0, again.stderr
+    assert "pricing@1 is already this policy" in again.stdout
 
 
 def test_evaluate_unknown_suite_and_baseline(workdir: Path) -> None:

@@ -584,3 +584,133 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(RegistryError, match="Upgrade rlops"):
         Registry.open(RegistrySettings(url=url))
+
+
+# -- found in review ----------------------------------------------------------------------
+
+
+def test_a_linked_artifact_directory_inside_a_run_is_refused(
+    reg: Registry, artifacts: dict[str, Path], tmp_path: Path, sources: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(artifacts["cartpole"], outside)
+    run = sources / "run-with-linked-artifact"
+    run.mkdir()
+    try:
+        (run / "artifact").symlink_to(outside, target_is_directory=True)
+        with pytest.raises(RegistryError, match="symbolic link"):
+            reg.register("cartpole", run)
+    finally:
+        shutil.rmtree(run)
+    assert reg.policies() == []
+
+
+def test_rollbacks_walk_back_instead_of_flipping(reg: Registry, artifacts: dict[str, Path]) -> None:
+    _two_versions(reg, artifacts)
+    reg.set_rule("production", approvals_required=0, gate_file=None)
+    for number in (1, 2):
+        reg.request_promotion("cartpole", number, "production", reason=f"v{number}")
+    reg.request_promotion("cartpole", 1, "production", reason="v1 again")  # history 1, 2, 1
+    reg.request_promotion("cartpole", 2, "production", reason="v2 again")  # 1, 2, 1, 2
+    operator = reg.as_user("dee")
+    assert operator.rollback("cartpole", "production", reason="bad").number == 1
+    assert operator.rollback("cartpole", "production", reason="bad too").number == 2
+    assert operator.rollback("cartpole", "production", reason="and again").number == 1
+    assert operator.rollback("cartpole", "production", reason="empty").number is None
+
+
+def test_rollback_with_an_expected_version_leaves_a_newer_one_alone(
+    reg: Registry, artifacts: dict[str, Path]
+) -> None:
+    _two_versions(reg, artifacts)
+    reg.set_rule("canary", approvals_required=0, gate_file=None)
+    reg.request_promotion("cartpole", 1, "canary", reason="try 1")
+    reg.request_promotion("cartpole", 2, "canary", reason="try 2")
+    with pytest.raises(Conflict, match="not 1"):
+        reg.as_user("dee").rollback("cartpole", "canary", reason="old", unset=True, expected=1)
+    assert reg.aliases("cartpole") == {"canary": 2}
+
+
+def test_a_tightened_rule_and_revoked_approvers_count_at_apply_time(
+    reg: Registry, artifacts: dict[str, Path]
+) -> None:
+    _two_versions(reg, artifacts)
+    req = reg.request_promotion("cartpole", 1, "canary", reason="x")  # needs 1 when made
+    reg.set_rule("canary", approvals_required=2, gate_file=None, reason="stricter")
+    assert reg.as_user("bo").approve(req.id).status == "pending"  # 1 of 2 now
+    reg.revoke("bo", "approver", reason="left the team")
+    assert reg.as_user("cy").approve(req.id).status == "pending"  # bo's approval lapsed
+    reg.grant("fay", "approver")
+    assert reg.as_user("fay").approve(req.id).status == "applied"
+
+
+def test_withdrawing_ones_own_request_needs_the_author_role(
+    reg: Registry, artifacts: dict[str, Path]
+) -> None:
+    _two_versions(reg, artifacts)
+    reg.grant("gus", "author")
+    req = reg.as_user("gus").request_promotion("cartpole", 1, "canary", reason="x")
+    reg.revoke("gus", "author")
+    with pytest.raises(PermissionDenied):
+        reg.as_user("gus").reject(req.id, "withdrawn")
+    assert reg.request(req.id).status == "pending"
+
+
+def test_non_json_numbers_in_evidence_are_refused_and_nothing_is_left(
+    reg: Registry, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    nan = tmp_path / "nan.json"
+    nan.write_text('{"mean_return": NaN}')
+    with pytest.raises(RegistryError, match="NaN"):
+        reg.register("cartpole", artifacts["cartpole"], evidence_files=[("holdout", nan)])
+    assert not (reg.store / "sha256").exists() or not any((reg.store / "sha256").iterdir())
+    reg.register("cartpole", artifacts["cartpole"])
+    with pytest.raises(RegistryError, match="evidence"):
+        reg.record_evidence("cartpole@1", "holdout", {"mean_return": float("inf")})
+    with pytest.raises(RegistryError, match="evidence"):
+        reg.record_evidence_many("cartpole@1", [("good", {"x": 1}), ("bad", {"x": float("nan")})])
+    assert reg.evidence("cartpole@1") == {}  # all or none
+
+
+def test_approve_and_reject_racing_leave_one_consistent_outcome(
+    backend_url: str, reg: Registry, artifacts: dict[str, Path]
+) -> None:
+    if backend_url == "sqlite://":
+        pytest.skip("one in-memory database is one connection: no concurrency to test")
+    _two_versions(reg, artifacts)
+    reg.set_rule("production", approvals_required=2, gate_file=None)
+    req = reg.request_promotion("cartpole", 1, "production", reason="race")
+    reg.grant("fay", "approver")
+    reg.as_user("fay").approve(req.id)
+    outcomes: dict[str, str] = {}
+    barrier = threading.Barrier(3)
+
+    def act(user: str, verb: str) -> None:
+        other = Registry.open(reg.settings.with_user(user))
+        barrier.wait()
+        try:
+            if verb == "approve":
+                other.approve(req.id)
+            else:
+                other.reject(req.id, "no")
+            outcomes[user] = "done"
+        except RegistryError as exc:
+            outcomes[user] = str(exc)
+        finally:
+            other.close()
+
+    threads = [
+        threading.Thread(target=act, args=("bo", "approve")),
+        threading.Thread(target=act, args=("cy", "reject")),
+        threading.Thread(target=act, args=("ada", "approve")),  # ada requested: refused
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = reg.request(req.id)
+    assert outcomes["ada"] != "done"  # her own request: refused, whatever came first
+    assert final.status in ("applied", "rejected")
+    assert (reg.aliases("cartpole") == {"production": 1}) == (final.status == "applied")
+    assert list(outcomes.values()).count("done") == 1  # bo's approval or cy's rejection
+    assert reg.verify_audit().ok

@@ -83,6 +83,7 @@ def test_gate_refusal_exits_1_and_bad_input_exits_2(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RLOPS_USER", "ada")
+    (project / "nan.json").write_text('{"mean_return": NaN}')
     gate = project / "gate.yaml"
     gate.write_text("gates:\n  - holdout.mean_return >= 1000\n")
     report = project / "holdout.json"
@@ -110,10 +111,20 @@ def test_gate_refusal_exits_1_and_bad_input_exits_2(
         (["registry", "at", "cartpole", "production", "--time", "yesterday"], "ISO 8601"),
         (["approve", "42"], "does not exist"),
         (["registry", "register", "cartpole", str(artifacts["cartpole"]), "--as", "dee"], "author"),
+        (["registry", "show", "cartpole@\u00b2"], "not a valid alias"),
+        (["registry", "show", "cartpole@99999999999999999999"], "not a valid alias"),
+        (["approve", "99999999999999999999"], "does not exist"),
+        (["registry", "at", "cartpole", "production", "--time", "1e20"], "outside 1970"),
+        (
+            ["registry", "record", "cartpole@1", f"ok={report}", f"bad={project / 'nan.json'}"],
+            "NaN",
+        ),
     ]:
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         assert words in err and "Traceback" not in err, (argv, err)
+    code, out, _ = run(capsys, "registry", "show", "cartpole@1")
+    assert "ok" not in json.loads(out)["evidence"]  # the failed record wrote nothing
     monkeypatch.delenv("RLOPS_USER")
     code, _, err = run(capsys, "promote", "cartpole", "1", "--to", "canary", "--reason", "x")
     assert code == 2 and "RLOPS_USER" in err

@@ -271,7 +271,7 @@ def _serve_from_registry(args: argparse.Namespace, options: dict[str, Any]) -> t
     """Resolve ``NAME@ALIAS`` (and the canary / shadow aliases unless given as paths);
     returns the production artifact path and the watcher factory for :func:`serve`."""
     from rlops.registry import Registry, load_settings
-    from rlops.serving.registry_watch import RegistryWatcher, resolve_arms
+    from rlops.serving.registry_watch import RegistryWatcher, check_served, resolve_arms
 
     if not 0.05 <= args.registry_poll <= 3600:
         raise RlopsError("serve --registry-poll: seconds between 0.05 and 3600")
@@ -289,6 +289,7 @@ def _serve_from_registry(args: argparse.Namespace, options: dict[str, Any]) -> t
     )
 
     def factory(app: Any) -> RegistryWatcher:
+        check_served(app, resolved)
         # Printed after the URL line (scripts read the URL from the first line).
         print(
             f"  registry {registry.settings.url}: {where}; following the aliases "
@@ -489,12 +490,16 @@ def _register_quickstart(run_dir: Path, reports: dict[str, Path]) -> list[str]:
     the commands to ask for it instead of an error.
     """
     import getpass
+    from dataclasses import replace
 
-    from rlops.core.errors import PermissionDenied
+    from rlops.artifacts import load_policy
+    from rlops.core.errors import PermissionDenied, RegistryError
     from rlops.registry import Registry, load_settings
 
     settings = load_settings()
     user = settings.user or getpass.getuser()
+    # The demo registers its own run wherever --out put it.
+    settings = replace(settings, allowed_roots=(*settings.allowed_roots, run_dir.resolve()))
     reg = Registry.open(settings.with_user(user))
     try:
         if not reg.members():
@@ -506,9 +511,16 @@ def _register_quickstart(run_dir: Path, reports: dict[str, Path]) -> list[str]:
         except PermissionDenied as exc:
             print(f"\nregistry: not registered ({exc})")
             return [f"rlops registry register pricing {run_dir} --as AN_AUTHOR"]
-        reg.request_promotion(
-            "pricing", version.number, "candidate", reason="quickstart: trained and evaluated"
-        )
+        except RegistryError as exc:
+            if "already this artifact" not in str(exc):
+                raise
+            # Training is deterministic: a second demo run makes the same artifact.
+            version = reg.version("pricing@sha256:" + load_policy(run_dir / "artifact").version[7:])
+            print(f"\nregistry: {version.ref} is already this policy; not registered again")
+        if reg.aliases("pricing").get("candidate") != version.number:
+            reg.request_promotion(
+                "pricing", version.number, "candidate", reason="quickstart: trained and evaluated"
+            )
     finally:
         reg.close()
     print(

@@ -34,7 +34,7 @@ def parse_time(text: str, flag: str = "--time") -> float:
     try:
         value = float(text)
         if math.isfinite(value):
-            return value
+            return _bounded(value, text, flag)
     except ValueError:
         pass
     try:
@@ -45,7 +45,13 @@ def parse_time(text: str, flag: str = "--time") -> float:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+    return _bounded(when.timestamp(), text, flag)
+
+
+def _bounded(value: float, text: str, flag: str) -> float:
+    if not 0.0 <= value <= 253402300799.0:  # 1970 .. 9999-12-31
+        raise RegistryError(f"{flag}: {text!r} is outside 1970-01-01 .. 9999-12-31")
+    return value
 
 
 def _iso(t: float | None) -> str:
@@ -175,12 +181,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    reg = _open(args)
-    for name, path in _evidence_pairs(args.evidence):
-        from rlops.registry.core import _read_json
+    from rlops.registry.core import _read_json
 
-        document, _ = _read_json(path)
-        eid = reg.record_evidence(args.ref, name, document, kind=args.kind)
+    pairs = _evidence_pairs(args.evidence)
+    documents = [(name, _read_json(path)[0]) for name, path in pairs]  # all read first
+    ids = _open(args).record_evidence_many(args.ref, documents, kind=args.kind)
+    for (name, _), eid in zip(documents, ids):
         print(f"recorded {name} for {args.ref} (evidence #{eid})")
     return 0
 

@@ -185,8 +185,7 @@ def events(
     if target_prefix is not None:
         query = query.where(
             (audit_events.c.target == target_prefix)
-            | audit_events.c.target.startswith(target_prefix + "@")
-            | audit_events.c.target.startswith(target_prefix + "#")
+            | audit_events.c.target.startswith(target_prefix + "@", autoescape=True)
         )
     for row in conn.execute(query).mappings():
         yield _decode(row)

@@ -37,6 +37,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ from rlops.registry.schema import (
     alias_rules,
     aliases,
     approvals,
+    audit_head,
     evidence,
     members,
     policies,
@@ -258,7 +260,9 @@ def create_registry_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Reads take no write lock (the serving watcher polls); writes take it first.
+            read = conn.get_execution_options().get("rlops_read", False)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -312,6 +316,7 @@ class Registry:
         self.engine = engine
         self.clock = clock
         self.store = Path(settings.store).expanduser().resolve()
+        self._migrated = False
 
     @classmethod
     def open(
@@ -327,11 +332,14 @@ class Registry:
         reg = cls(settings, engine, clock=clock)
         with reg._tx() as conn:
             schema.migrate(conn, clock())
+        reg._migrated = True
         return reg
 
     def as_user(self, user: str) -> Registry:
         """The same registry acting as ``user``."""
-        return Registry(self.settings.with_user(user), self.engine, clock=self.clock)
+        other = Registry(self.settings.with_user(user), self.engine, clock=self.clock)
+        other._migrated = self._migrated
+        return other
 
     def close(self) -> None:
         self.engine.dispose()
@@ -339,13 +347,31 @@ class Registry:
     # -- plumbing ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        """One transaction; database trouble becomes one clear RegistryError."""
+    def _tx(self, *, write: bool = True) -> Iterator[Connection]:
+        """One transaction; database trouble becomes one clear RegistryError.
+
+        Writes are serialised: SQLite by ``BEGIN IMMEDIATE``, other databases by
+        locking the audit head row first (``FOR UPDATE``), so every mutation
+        sees the committed result of the one before it (no read-then-write
+        races between approvals, rejections, registrations or ``init``).
+        A unique-key violation is a :class:`Conflict`.
+        """
         try:
-            with self.engine.begin() as conn:
-                yield conn
-        except IntegrityError:
-            raise
+            with self.engine.connect() as conn:
+                if not write:
+                    conn.execution_options(rlops_read=True)
+                with conn.begin():
+                    if write and conn.dialect.name != "sqlite" and self._migrated:
+                        conn.execute(
+                            select(audit_head.c.id).where(audit_head.c.id == 1).with_for_update()
+                        )
+                    yield conn
+        except IntegrityError as exc:
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise Conflict(
+                f"registry: a concurrent change got there first ({detail}); "
+                "nothing was written, retry"
+            ) from None
         except DBAPIError as exc:
             detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             where = _safe_url(self.settings.url)
@@ -466,7 +492,7 @@ class Registry:
 
     def members(self) -> dict[str, list[str]]:
         """Every member and their roles."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             out: dict[str, list[str]] = {}
             for name, role in conn.execute(select(members.c.name, members.c.role)):
                 out.setdefault(name, []).append(role)
@@ -499,14 +525,14 @@ class Registry:
         name = self.identity_for_token(token)
         if name is None:
             return None
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             held = self._roles(conn, name)
         return name if role in held or "admin" in held else None
 
     def identity_for_token(self, token: str) -> str | None:
         """The member a bearer token acts as, or None for an unknown or revoked token."""
         digest = hashlib.sha256(token.encode()).hexdigest()
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             row = conn.execute(
                 select(tokens.c.name).where(
                     and_(tokens.c.sha256 == digest, tokens.c.revoked_at.is_(None))
@@ -544,7 +570,32 @@ class Registry:
         except ArtifactError as exc:
             raise RegistryError(f"register: {exc}") from None
         documents = [(n, *_read_json(p)) for n, p in evidence_files]
+        for ename, _, _ in documents:
+            _check_evidence_name(ename)
         info = dict(lineage) if lineage is not None else collect_lineage(path)
+        _checked_json(info, "lineage")
+        created: list[Path] = []  # store copies this call made: removed if it fails
+        try:
+            number = self._register(
+                name, path, policy.version, info, parent, documents, description, created
+            )
+        except BaseException:
+            for stored in created:
+                shutil.rmtree(stored, ignore_errors=True)
+            raise
+        return self.version(f"{name}@{number}")
+
+    def _register(
+        self,
+        name: str,
+        path: Path,
+        content_hash: str,
+        info: dict[str, Any],
+        parent: str | None,
+        documents: list[tuple[str, Any, str]],
+        description: str,
+        created: list[Path],
+    ) -> int:
         with self._tx() as conn:
             actor = self._require(conn, "author", "register")
             if parent is not None:
@@ -555,12 +606,12 @@ class Registry:
                 }
             dup = conn.execute(
                 select(versions.c.number).where(
-                    and_(versions.c.policy == name, versions.c.content_hash == policy.version)
+                    and_(versions.c.policy == name, versions.c.content_hash == content_hash)
                 )
             ).first()
             if dup is not None:
                 raise RegistryError(
-                    f"register: {name}@{dup[0]} is already this artifact ({policy.version[:19]}…)"
+                    f"register: {name}@{dup[0]} is already this artifact ({content_hash[:19]}…)"
                 )
             now = self.clock()
             if conn.execute(select(policies.c.name).where(policies.c.name == name)).first() is None:
@@ -573,12 +624,14 @@ class Registry:
                 select(func.max(versions.c.number)).where(versions.c.policy == name)
             ).one()
             number = int(last or 0) + 1
-            stored = store_artifact(path, policy.version, self.store)
+            stored, made = store_artifact(path, content_hash, self.store)
+            if made:
+                created.append(stored)
             conn.execute(
                 versions.insert().values(
                     policy=name,
                     number=number,
-                    content_hash=policy.version,
+                    content_hash=content_hash,
                     store_path=stored.relative_to(self.store).as_posix(),
                     source=str(path),
                     created_at=now,
@@ -595,10 +648,10 @@ class Registry:
                 actor,
                 "version.register",
                 f"{name}@{number}",
-                after={"content_hash": policy.version, "source": str(path)},
+                after={"content_hash": content_hash, "source": str(path)},
                 evidence=ids,
             )
-        return self.version(f"{name}@{number}")
+        return number
 
     def version(self, ref: str) -> Version:
         """The version ``NAME@N``, ``NAME@sha256:<prefix>`` or ``NAME@ALIAS`` names.
@@ -606,7 +659,7 @@ class Registry:
         Raises:
             RegistryError: unknown policy, version or alias, or an ambiguous hash prefix.
         """
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return self._resolve(conn, ref)
 
     def artifact_path(self, ref: str) -> Path:
@@ -623,7 +676,7 @@ class Registry:
         query = select(versions).where(versions.c.policy == name)
         if selector is None or selector == "latest":
             row = conn.execute(query.order_by(versions.c.number.desc())).mappings().first()
-        elif selector.isdigit():
+        elif re.fullmatch(r"[0-9]{1,9}", selector):
             row = conn.execute(query.where(versions.c.number == int(selector))).mappings().first()
             if row is None:
                 raise RegistryError(f"{ref}: {name} has no version {selector}")
@@ -655,7 +708,7 @@ class Registry:
 
     def versions(self, name: str) -> list[Version]:
         """Every version of ``name``, oldest first."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             self._resolve(conn, name)  # unknown policy: one clear error
             rows = conn.execute(
                 select(versions).where(versions.c.policy == name).order_by(versions.c.number)
@@ -664,7 +717,7 @@ class Registry:
 
     def policies(self) -> list[dict[str, Any]]:
         """Every policy with its version count and aliases."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             out = []
             for row in conn.execute(select(policies).order_by(policies.c.name)).mappings():
                 (n,) = conn.execute(
@@ -690,26 +743,35 @@ class Registry:
         Gates read the latest document under each name, mounted at that name
         (``ope.recommended_estimate.lower_95`` for a document named ``ope``).
         """
-        check_name(name, "evidence name")
-        if "." in name:
-            raise RegistryError(f"evidence name: {name!r} may not contain '.' (gates use dots)")
-        text = _json(document)
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        return self.record_evidence_many(ref, [(name, document)], kind=kind)[0]
+
+    def record_evidence_many(
+        self, ref: str, documents: Sequence[tuple[str, Any]], *, kind: str = "report"
+    ) -> list[int]:
+        """Record several named documents for a version in one transaction (all or none)."""
+        checked = []
+        for name, document in documents:
+            _check_evidence_name(name)
+            text = _checked_json(document, f"evidence {name}")
+            checked.append((name, document, hashlib.sha256(text.encode()).hexdigest()))
         with self._tx() as conn:
             actor = self._require(conn, "author", "record evidence")
             v = self._resolve(conn, ref)
-            eid = self._insert_evidence(
-                conn, actor, v.policy, v.number, name, kind, document, digest
-            )
-            self._audit(
-                conn,
-                actor,
-                "evidence.record",
-                f"{v.policy}@{v.number}",
-                after={"name": name, "kind": kind, "sha256": digest},
-                evidence=[eid],
-            )
-        return eid
+            ids = []
+            for name, document, digest in checked:
+                eid = self._insert_evidence(
+                    conn, actor, v.policy, v.number, name, kind, document, digest
+                )
+                self._audit(
+                    conn,
+                    actor,
+                    "evidence.record",
+                    f"{v.policy}@{v.number}",
+                    after={"name": name, "kind": kind, "sha256": digest},
+                    evidence=[eid],
+                )
+                ids.append(eid)
+        return ids
 
     def _insert_evidence(
         self,
@@ -738,7 +800,7 @@ class Registry:
 
     def evidence(self, ref: str) -> dict[str, dict[str, Any]]:
         """The latest document under each evidence name for ``ref``, with its id and hash."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             v = self._resolve(conn, ref)
             return self._evidence(conn, v.policy, v.number)
 
@@ -764,7 +826,7 @@ class Registry:
 
     def aliases(self, name: str) -> dict[str, int]:
         """Where each alias of ``name`` points now (unset aliases left out)."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             self._resolve(conn, name)
             return self._aliases(conn, name)
 
@@ -777,7 +839,7 @@ class Registry:
     def at(self, name: str, alias: str, when: float) -> int | None:
         """The version ``alias`` pointed to at time ``when`` (None: unset then)."""
         check_alias(alias)
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             self._resolve(conn, name)
             row = conn.execute(
                 select(alias_history.c.number)
@@ -795,7 +857,7 @@ class Registry:
 
     def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
         """Every move of ``name``'s aliases (or of one alias), oldest first."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             self._resolve(conn, name)
             query = select(alias_history).where(alias_history.c.policy == name)
             if alias is not None:
@@ -858,7 +920,7 @@ class Registry:
 
     def rule(self, name: str, alias: str) -> dict[str, Any]:
         """The rule a promotion of ``name`` to ``alias`` follows (the default if none is set)."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return _rule_summary(self._effective_rule(conn, name, alias))
 
     def _rule(self, conn: Connection, policy: str, alias: str) -> dict[str, Any] | None:
@@ -971,8 +1033,10 @@ class Registry:
                 )
                 if not refused and int(rule["approvals"]) == 0:
                     self._apply(conn, rid, actor)
-        except IntegrityError:
+        except Conflict:
             pending = self._pending_for(name, alias)
+            if pending is None:
+                raise
             raise Conflict(
                 f"promote: request #{pending} for {name}@{alias} is already pending; "
                 f"approve or reject it first (rlops approve {pending} / rlops reject {pending})"
@@ -980,7 +1044,7 @@ class Registry:
         return self.request(rid)
 
     def _pending_for(self, name: str, alias: str) -> int | None:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             row = conn.execute(
                 select(requests.c.id).where(
                     and_(requests.c.policy == name, requests.c.pending_key == alias)
@@ -1007,7 +1071,7 @@ class Registry:
         stale: str | None = None
         with self._tx() as conn:
             actor = self._require(conn, "approver", "approve")
-            req = self._request(conn, request_id)
+            req = self._request(conn, request_id, lock=True)
             self._check_pending(req)
             if actor == req.requester:
                 raise PermissionDenied(
@@ -1021,7 +1085,8 @@ class Registry:
                     request_id=request_id, approver=actor, at=self.clock(), comment=comment
                 )
             )
-            count = len(req.approvers) + 1
+            count = len(self._valid_approvers(conn, request_id, req.requester))
+            required = self._required(conn, req)
             self._audit(
                 conn,
                 actor,
@@ -1030,15 +1095,29 @@ class Registry:
                 after={
                     "request": request_id,
                     "approvals": count,
-                    "required": req.approvals_required,
+                    "required": required,
                 },
                 reason=comment,
             )
-            if count >= req.approvals_required:
+            if count >= required:
                 stale = self._apply(conn, request_id, actor)
         if stale:
             raise Conflict(stale)
         return self.request(request_id)
+
+    def _valid_approvers(self, conn: Connection, request_id: int, requester: str) -> list[str]:
+        """Approvers of a request who still hold the approver (or admin) role."""
+        rows = conn.execute(
+            select(approvals.c.approver).where(approvals.c.request_id == request_id)
+        )
+        names = [a for (a,) in rows if a != requester]
+        return [a for a in names if {"approver", "admin"} & set(self._roles(conn, a))]
+
+    def _required(self, conn: Connection, req: Request) -> int:
+        """Approvals a request needs: its rule then or now, whichever asks more (a rule
+        tightened while the request waits applies to it; a loosened one does not)."""
+        now = int(self._effective_rule(conn, req.policy, req.alias)["approvals"])
+        return max(req.approvals_required, now)
 
     def _apply(self, conn: Connection, request_id: int, actor: str) -> str | None:
         """Move the alias for an approved request; returns a conflict message instead of raising
@@ -1187,10 +1266,10 @@ class Registry:
         if not reason.strip():
             raise RegistryError("reject: --reason is required")
         with self._tx() as conn:
-            req = self._request(conn, request_id)
-            actor = self._actor()
-            if actor != req.requester:
-                actor = self._require(conn, "approver", "reject")
+            req = self._request(conn, request_id, lock=True)
+            # The requester may withdraw (still as an author); anyone else must approve.
+            own = self._actor() == req.requester
+            actor = self._require(conn, "author" if own else "approver", "reject")
             self._check_pending(req)
             conn.execute(
                 requests.update()
@@ -1212,15 +1291,30 @@ class Registry:
             )
         return self.request(request_id)
 
-    def rollback(self, name: str, alias: str, *, reason: str, unset: bool = False) -> AliasMove:
+    def rollback(
+        self,
+        name: str,
+        alias: str,
+        *,
+        reason: str,
+        unset: bool = False,
+        expected: int | None = None,
+    ) -> AliasMove:
         """Move ``alias`` back to the version it held before the current one (operators).
 
-        Immediate, no approvals; audited with ``reason``. With no earlier
-        version (or ``unset=True``, e.g. a canary the guardrail stopped) the
-        alias is unset.
+        Immediate, no approvals; audited with ``reason``. Rollbacks walk back:
+        a version rolled back from is never the target of a later rollback
+        (v1, v2, v3 promoted; rolling back twice gives v2, then v1). With no
+        earlier version (or ``unset=True``, e.g. a canary the guardrail
+        stopped) the alias is unset.
+
+        Args:
+            expected: roll back only if the alias still points to this version
+                (the serving guardrail's rollback of the canary it served).
 
         Raises:
             RegistryError: the alias is not set, or no reason was given.
+            Conflict: ``expected`` is given and the alias points elsewhere.
         """
         check_alias(alias)
         if not reason.strip():
@@ -1231,15 +1325,12 @@ class Registry:
             current, revision = self._alias_row(conn, name, alias)
             if current is None:
                 raise RegistryError(f"rollback: {name}@{alias} is not set")
-            target: int | None = None
-            if not unset:
-                last = conn.execute(
-                    select(alias_history.c.previous)
-                    .where(and_(alias_history.c.policy == name, alias_history.c.alias == alias))
-                    .order_by(alias_history.c.id.desc())
-                    .limit(1)
-                ).first()
-                target = None if last is None else last[0]
+            if expected is not None and current != expected:
+                raise Conflict(
+                    f"rollback: {name}@{alias} is version {current}, not {expected}; "
+                    "not rolled back"
+                )
+            target = None if unset else self._rollback_target(conn, name, alias)
             return self._move(
                 conn,
                 name,
@@ -1252,18 +1343,42 @@ class Registry:
                 expected_revision=revision,
             )
 
+    def _rollback_target(self, conn: Connection, name: str, alias: str) -> int | None:
+        """The version below the current one on the alias's stack of promotions.
+
+        Every move but a rollback pushes its version (an unset empties the
+        stack); a rollback pops the version it rolled back from.
+        """
+        stack: list[int] = []
+        rows = conn.execute(
+            select(alias_history.c.number, alias_history.c.action)
+            .where(and_(alias_history.c.policy == name, alias_history.c.alias == alias))
+            .order_by(alias_history.c.id)
+        )
+        for number, action in rows:
+            if number is None:
+                stack.clear()
+            elif action == "rollback":
+                while stack and stack[-1] != number:
+                    stack.pop()
+                if not stack:
+                    stack.append(number)
+            else:
+                stack.append(number)
+        return stack[-2] if len(stack) >= 2 else None
+
     def request(self, request_id: int) -> Request:
         """One promotion request.
 
         Raises:
             RegistryError: no such request.
         """
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return self._request(conn, request_id)
 
     def requests(self, *, status: str | None = None, policy: str | None = None) -> list[Request]:
         """Promotion requests, newest first."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             query = select(requests.c.id).order_by(requests.c.id.desc())
             if status is not None:
                 query = query.where(requests.c.status == status)
@@ -1271,8 +1386,11 @@ class Registry:
                 query = query.where(requests.c.policy == policy)
             return [self._request(conn, int(i)) for (i,) in conn.execute(query)]
 
-    def _request(self, conn: Connection, request_id: int) -> Request:
-        row = conn.execute(select(requests).where(requests.c.id == request_id)).mappings().first()
+    def _request(self, conn: Connection, request_id: int, *, lock: bool = False) -> Request:
+        if not 0 < request_id < 2**62:
+            raise RegistryError(f"request #{request_id} does not exist")
+        query = select(requests).where(requests.c.id == request_id)
+        row = conn.execute(query.with_for_update() if lock else query).mappings().first()
         if row is None:
             raise RegistryError(f"request #{request_id} does not exist")
         who = conn.execute(
@@ -1311,12 +1429,12 @@ class Registry:
         self, *, since: float | None = None, policy: str | None = None
     ) -> list[audit.AuditEvent]:
         """Audit events in order, optionally from ``since`` or for one policy."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return list(audit.events(conn, since=since, target_prefix=policy))
 
     def verify_audit(self, expected_head: str | None = None) -> audit.Verification:
         """Re-hash the audit chain (see :func:`rlops.registry.audit.verify`)."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return audit.verify(conn, expected_head)
 
 
@@ -1368,11 +1486,31 @@ def _gate_failure(gate: gates.GateResult | None) -> str:
 
 
 def _read_json(path: Path) -> tuple[Any, str]:
+    """A JSON evidence file and the sha256 of its bytes; NaN/Infinity refused."""
     try:
         raw = Path(path).read_bytes()
-        return json.loads(raw), hashlib.sha256(raw).hexdigest()
+        document = json.loads(raw, parse_constant=_no_constant)
     except (OSError, ValueError) as exc:
         raise RegistryError(f"evidence: {path} is not a readable JSON file: {exc}") from None
+    return document, hashlib.sha256(raw).hexdigest()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; write the value or null")
+
+
+def _checked_json(value: Any, what: str) -> str:
+    """``value`` as canonical JSON, or a RegistryError naming ``what`` (NaN, Infinity ...)."""
+    try:
+        return _json(value)
+    except (TypeError, ValueError) as exc:
+        raise RegistryError(f"{what}: cannot be stored as JSON ({exc})") from None
+
+
+def _check_evidence_name(name: str) -> None:
+    check_name(name, "evidence name")
+    if "." in name:
+        raise RegistryError(f"evidence name: {name!r} may not contain '.' (gates use dots)")
 
 
 def collect_lineage(artifact: Path) -> dict[str, Any]:

@@ -51,14 +51,23 @@ def resolve_source(source: str, allowed_roots: Sequence[Path]) -> Path:
     except (OSError, RuntimeError):
         raise RegistryError(f"source: {source} does not exist") from None
     roots = [Path(r).resolve() for r in allowed_roots]
-    if not any(path == root or path.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots) or "(none configured)"
-        raise RegistryError(
-            f"source: {source} resolves to {path}, outside the allowed roots ({allowed}); "
-            "set registry.allowed_roots (or $RLOPS_REGISTRY_ALLOWED_ROOTS) to allow it"
-        )
+
+    def check_root(p: Path) -> None:
+        if not any(p == root or p.is_relative_to(root) for root in roots):
+            allowed = ", ".join(str(r) for r in roots) or "(none configured)"
+            raise RegistryError(
+                f"source: {source} resolves to {p}, outside the allowed roots ({allowed}); "
+                "set registry.allowed_roots (or $RLOPS_REGISTRY_ALLOWED_ROOTS) to allow it"
+            )
+
+    check_root(path)
     if (path / "artifact").is_dir() and not (path / MANIFEST_FILE).exists():
-        path = path / "artifact"  # a run directory: take its artifact
+        # A run directory: take its artifact, checked like the source itself (a
+        # linked artifact/ must not lead out of the roots).
+        if (path / "artifact").is_symlink():
+            raise RegistryError(f"source: {path / 'artifact'} is a symbolic link; refused")
+        path = (path / "artifact").resolve(strict=True)
+        check_root(path)
     for name in ARTIFACT_FILES:
         f = path / name
         if f.is_symlink():
@@ -71,26 +80,29 @@ def resolve_source(source: str, allowed_roots: Sequence[Path]) -> Path:
     return path
 
 
-def store_artifact(source: Path, content_hash: str, store: Path) -> Path:
-    """Copy the artifact at ``source`` into the store; returns its stored directory.
+def store_artifact(source: Path, content_hash: str, store: Path) -> tuple[Path, bool]:
+    """Copy the artifact at ``source`` into the store.
 
-    Idempotent: an existing stored copy is verified and reused.
+    Idempotent: an existing stored copy is verified and reused. Files are
+    opened without following links (``O_NOFOLLOW``, relative to the source
+    directory opened the same way), so a link swapped in after
+    :func:`resolve_source` checked the path is refused, not followed.
+
+    Returns:
+        ``(stored directory, whether this call created it)``.
 
     Raises:
-        RegistryError: the copy does not hash to ``content_hash``.
+        RegistryError: a link in the way, or a copy that does not hash to ``content_hash``.
     """
     digest = content_hash.removeprefix("sha256:")
     target = store / "sha256" / digest
     if target.is_dir():
         verified_path(target, content_hash)
-        return target
+        return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}.", dir=target.parent))
     try:
-        for name in ARTIFACT_FILES:
-            shutil.copyfile(source / name, tmp / name, follow_symlinks=False)
-            with open(tmp / name, "rb") as fh:
-                os.fsync(fh.fileno())
+        _copy_nofollow(source, tmp)
         verified_path(tmp, content_hash)
         try:
             os.rename(tmp, target)
@@ -98,10 +110,33 @@ def store_artifact(source: Path, content_hash: str, store: Path) -> Path:
             if not target.is_dir():  # not a concurrent registration of the same bytes
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
+            return target, False
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
+    return target, True
+
+
+def _copy_nofollow(source: Path, tmp: Path) -> None:
+    nofollow = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        dir_fd = os.open(source, nofollow | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise RegistryError(
+            f"source: cannot open {source} without following links: {exc}"
+        ) from None
+    try:
+        for name in ARTIFACT_FILES:
+            try:
+                fd = os.open(name, nofollow, dir_fd=dir_fd)
+            except OSError as exc:
+                raise RegistryError(f"source: {source / name}: {exc.strerror}; refused") from None
+            with os.fdopen(fd, "rb") as src, open(tmp / name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+    finally:
+        os.close(dir_fd)
 
 
 def verified_path(path: Path, content_hash: str) -> Path:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlops.artifacts import load_policy
-from rlops.core.errors import RlopsError
+from rlops.core.errors import RegistryError, RlopsError
 
 if TYPE_CHECKING:
     from rlops.registry import Registry
@@ -63,6 +63,7 @@ class ResolvedArms:
     aliases: dict[str, str]
     paths: dict[str, Path]
     numbers: dict[str, int | None]
+    hashes: dict[str, str]
 
 
 def resolve_arms(
@@ -85,17 +86,37 @@ def resolve_arms(
     current = registry.aliases(name)
     paths: dict[str, Path] = {}
     numbers: dict[str, int | None] = {}
+    hashes: dict[str, str] = {}
     for arm, a in arms.items():
-        if arm == "production":
-            version = registry.version(f"{name}@{a}")
-            numbers[arm] = version.number
-            paths[arm] = registry.artifact_path(version.ref)
-        elif a in current:
-            numbers[arm] = current[a]
-            paths[arm] = registry.artifact_path(f"{name}@{current[a]}")
-        else:
+        if arm != "production" and a not in current:
             numbers[arm] = None
-    return ResolvedArms(name, arms, paths, numbers)
+            continue
+        version = registry.version(f"{name}@{a if arm == 'production' else current[a]}")
+        numbers[arm] = version.number
+        paths[arm] = registry.artifact_path(version.ref)
+        hashes[arm] = version.content_hash
+    return ResolvedArms(name, arms, paths, numbers, hashes)
+
+
+def check_served(app: ServingApp, resolved: ResolvedArms) -> None:
+    """Refuse to serve if what was loaded is not the version the registry named (the
+    store copy changed between the hash check and the load).
+
+    Raises:
+        RegistryError: a served version differs from the registry's.
+    """
+    service = app.state.service
+    served = {"production": service.version}
+    if "canary" in service.arms:
+        served["canary"] = service.arms["canary"].version
+    if service.shadow is not None:
+        served["shadow"] = service.shadow.version
+    for arm, expected in resolved.hashes.items():
+        if served.get(arm) != expected:
+            raise RegistryError(
+                f"serve: {arm} loaded {served.get(arm)}, but the registry names {expected}; "
+                "the store changed under us, refused"
+            )
 
 
 class RegistryWatcher:
@@ -133,7 +154,9 @@ class RegistryWatcher:
     def follows(self) -> bool:
         """False when production is pinned to a version number or hash."""
         production = self.aliases["production"]
-        return not (production.isdigit() or production.startswith("sha256:"))
+        return not (production[:1].isascii() and production[:1].isdigit()) and not (
+            production.startswith("sha256:")
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="rlops-registry-watch", daemon=True)
@@ -192,8 +215,13 @@ class RegistryWatcher:
             policy = None
             reason = f"registry: {ref} unset"
         else:
-            path = self.registry.artifact_path(f"{self.name}@{number}")  # verifies the hash
+            version = self.registry.version(f"{self.name}@{number}")
+            path = self.registry.artifact_path(version.ref)  # verifies the hash
             policy = load_policy(path, seed=self.seed)
+            if policy.version != version.content_hash:  # changed between check and load
+                raise RegistryError(
+                    f"{ref}: loaded {policy.version}, not {version.content_hash}; not swapped"
+                )
             reason = f"registry: {ref} moved to version {number} (was {self.seen.get(arm)})"
         loop = self.service.loop
         if loop is None:
@@ -219,12 +247,18 @@ class RegistryWatcher:
             return
         self._rollbacks_seen = rollbacks
         alias = self.aliases.get("canary")
-        if alias is None or self.seen.get("canary") is None:
+        served = self.seen.get("canary")
+        if alias is None or served is None:
             return
         why = self.service.control.state().get("last_rollback") or "serving rollback"
         try:
+            # Only the version serving rolled back: a newer canary promoted meanwhile stays.
             self.registry.rollback(
-                self.name, alias, reason=f"serving rolled the canary back: {why}", unset=True
+                self.name,
+                alias,
+                reason=f"serving rolled the canary back: {why}",
+                unset=True,
+                expected=served,
             )
         except RlopsError as exc:
             log.error(
