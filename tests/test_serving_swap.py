@@ -191,7 +191,9 @@ def swap_under_load(
 def test_production_swaps_under_load_answer_every_request_from_a_live_version(
     artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
-    cfg = config_for(artifacts["cartpole"], tmp_path, admin_token=TOKEN, seed=0)
+    cfg = config_for(
+        artifacts["cartpole"], tmp_path, admin_token=TOKEN, seed=0, request_timeout_ms=10_000
+    )
     a, b = load_policy(artifacts["cartpole"]), load_policy(artifacts["cartpole_b"])
     # Distinct versions for every swap, so "live at that time" is a sharp check.
     versions: list[Policy | None] = [
@@ -207,7 +209,9 @@ def test_production_swaps_under_load_answer_every_request_from_a_live_version(
         status, _, ready = request(server.port, "GET", "/readyz")
         assert status == 200 and ready["policy_version"] == f"{a.version}#15"
     assert len(answers) > 200, "too little load to test anything"
-    assert {x.status for x in answers} == {200}
+    assert {x.status for x in answers} == {200}, [x.decisions for x in answers if x.status != 200][
+        :3
+    ]
     seen = set()
     for x in answers:
         (d,) = x.decisions
@@ -236,7 +240,10 @@ def test_canary_swaps_under_load_with_mixed_batches(
 ) -> None:
     # Batched requests whose rows go to both arms decide each arm in its own task:
     # a canary removed between routing and deciding must still answer (production).
-    cfg = canary_config(artifacts, tmp_path, canary_share=0.5)
+    # Client threads share the server's process here; on a loaded CI machine a forward
+    # can miss the 250 ms default deadline (503 policy_unavailable, seen once in CI).
+    # Deadlines are tested elsewhere: give these requests room.
+    cfg = canary_config(artifacts, tmp_path, canary_share=0.5, request_timeout_ms=10_000)
     a, b = load_policy(artifacts["cartpole"]), load_policy(artifacts["cartpole_b"])
     versions: list[Policy | None] = []
     for k in range(12):
@@ -244,7 +251,9 @@ def test_canary_swaps_under_load_with_mixed_batches(
     with Server(cfg) as server:
         answers, timeline = swap_under_load(server, "canary", versions, rows=4)
         assert served(server.port) == {"production": a.version}
-    assert {x.status for x in answers} == {200}
+    assert {x.status for x in answers} == {200}, [x.decisions for x in answers if x.status != 200][
+        :3
+    ]
     arms = set()
     for x in answers:
         for d in x.decisions:
