@@ -468,7 +468,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     )
     rlops_cmd = _tool("rlops")
     registered = _register_quickstart(
-        result.run_dir, {n: p["json"] for n, (_, p) in reports.items()}
+        result.run_dir, result.version, {n: p["json"] for n, (_, p) in reports.items()}
     )
     print("\nnext steps:")
     for line in registered:
@@ -480,7 +480,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_quickstart(run_dir: Path, reports: dict[str, Path]) -> list[str]:
+def _register_quickstart(run_dir: Path, content_hash: str, reports: dict[str, Path]) -> list[str]:
     """Register the quickstart policy as ``pricing`` at alias ``candidate``, with its
     evaluation reports as evidence; returns the commands a person would run next.
 
@@ -492,7 +492,6 @@ def _register_quickstart(run_dir: Path, reports: dict[str, Path]) -> list[str]:
     import getpass
     from dataclasses import replace
 
-    from rlops.artifacts import load_policy
     from rlops.core.errors import PermissionDenied, RegistryError
     from rlops.registry import Registry, load_settings
 
@@ -515,7 +514,7 @@ def _register_quickstart(run_dir: Path, reports: dict[str, Path]) -> list[str]:
             if "already this artifact" not in str(exc):
                 raise
             # Training is deterministic: a second demo run makes the same artifact.
-            version = reg.version("pricing@sha256:" + load_policy(run_dir / "artifact").version[7:])
+            version = reg.version(f"pricing@{content_hash}")
             print(f"\nregistry: {version.ref} is already this policy; not registered again")
         if reg.aliases("pricing").get("candidate") != version.number:
             reg.request_promotion(

@@ -285,6 +285,12 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+def follows_alias(selector: str) -> bool:
+    """True when ``NAME@selector`` names an alias (which can move), not a pinned
+    version (a number, ``sha256:...`` or ``latest``)."""
+    return selector != "latest" and bool(_ALIAS_RE.match(selector))
+
+
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """``"NAME@X"`` -> ``("NAME", "X")``; ``"NAME"`` -> ``("NAME", None)``."""
     name, sep, selector = ref.partition("@")

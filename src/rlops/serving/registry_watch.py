@@ -78,7 +78,7 @@ def resolve_arms(
 
     name, selector = parse_ref(ref)
     alias = selector or "production"
-    arms = {"production": alias}  # a number or sha256: pins production (not followed)
+    arms = {"production": alias}  # a number, sha256: or latest pins production (not followed)
     if canary:
         arms["canary"] = "canary"
     if shadow:
@@ -153,10 +153,9 @@ class RegistryWatcher:
     @property
     def follows(self) -> bool:
         """False when production is pinned to a version number or hash."""
-        production = self.aliases["production"]
-        return not (production[:1].isascii() and production[:1].isdigit()) and not (
-            production.startswith("sha256:")
-        )
+        from rlops.registry.core import follows_alias
+
+        return follows_alias(self.aliases["production"])
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="rlops-registry-watch", daemon=True)
